@@ -1,0 +1,1 @@
+"""Prefect flows, the configuration model and the command line."""

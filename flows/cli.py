@@ -1,0 +1,141 @@
+"""``audioclust``: cluster a folder of audio clips with a convolutional autoencoder and K-Means."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help=__doc__ + "\n\nRuns are Prefect flows with preprocessing and encoding fanned out on Dask. "
+    "Without PREFECT_API_URL a local Prefect API is started for the run; set it to watch runs in your dashboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+PresetOpt = typer.Option(None, "--preset", help="Named preset: seed (the report exactly), default (our best), fast (tests).")
+ConfigOpt = typer.Option(None, "--config", help="TOML file of config fields (overrides the preset).")
+KOpt = typer.Option(None, "--k", help="Number of clusters [default: 20].")
+EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs (overrides the preset).")
+WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes [default: 2].")
+AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _print_result(metrics: dict, seconds: float) -> None:
+    table = Table(title=f"audioclust: {metrics['stored']} clips clustered into k = {metrics['k']}")
+    for col in ("split", "clips", "NMI", "AMI", "ARI", "ACC"):
+        table.add_column(col, justify="right")
+    for split, s in metrics["scores"].items():
+        table.add_row(split, str(s["n"]), f"{s['nmi']:.4f}", f"{s['ami']:.4f}", f"{s['ari']:.4f}", f"{s['acc']:.4f}")
+    if metrics["scores"]:
+        console.print(table)
+        console.print(f"NMI {metrics['scores']['all']['nmi']:.4f}")
+    console.print(
+        f"found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']} "
+        f"(see {metrics['rejects_file']}); {metrics['epochs']} epochs on {metrics['device']}; {seconds:.0f} s"
+    )
+    console.print(f"predictions: {metrics['predictions']}\nloss plot:   {metrics['loss_plot']}")
+
+
+def _run_pipeline(input_dir: Path, labels: Optional[Path], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
+    from flows.config import ConfigError, load_config
+    from flows.corpus import InputError, read_labels
+
+    try:
+        config = load_config(**cfg)
+        if not input_dir.is_dir():
+            raise InputError(f"input folder not found: {input_dir}")
+        if labels is not None:
+            read_labels(labels, label_column)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    from flows.pipeline import pipeline
+    from flows.runtime import run_on_dask
+
+    t0 = time.perf_counter()
+    metrics = run_on_dask(
+        pipeline,
+        config,
+        input_dir=str(input_dir),
+        labels=str(labels) if labels else None,
+        out=str(out),
+        store=store,
+        label_column=label_column,
+    )
+    _print_result(metrics, time.perf_counter() - t0)
+    return metrics
+
+
+@app.command()
+def run(
+    input_dir: Path = typer.Argument(..., metavar="INPUT", help="Folder of audio clips (wav, flac, ogg, mp3), searched recursively."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores."),
+    label_column: str = typer.Option("label", "--label-column", help="Column of --labels to score against."),
+    k: Optional[int] = KOpt,
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    store: Optional[str] = typer.Option(None, "--store", help="Zarr store path [default: OUT/store.zarr]."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder: model, predictions, metrics, plots."),
+    epochs: Optional[int] = EpochsOpt,
+    n_workers: Optional[int] = WorkersOpt,
+    dask_address: Optional[str] = AddressOpt,
+) -> None:
+    """Preprocess, train, encode and cluster INPUT; print scores when labels are given."""
+    _run_pipeline(
+        input_dir, labels, out, store, label_column,
+        preset=preset, file=config, k=k, epochs=epochs, n_workers=n_workers, dask_address=dask_address,
+    )
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the synthetic corpus and the run go."),
+    per_family: int = typer.Option(12, "--per-family", help="Clips per sound family (8 families)."),
+    preset: str = typer.Option("fast", "--preset", help="Preset for the demo run (seed takes hours on a CPU)."),
+    config: Optional[Path] = ConfigOpt,
+    epochs: Optional[int] = EpochsOpt,
+    n_workers: Optional[int] = WorkersOpt,
+) -> None:
+    """Synthesize a labelled corpus of 8 sound families and cluster it (k = 8), printing NMI."""
+    from tasks.synth import FAMILIES, make_corpus
+
+    if per_family < 2:
+        _fail("--per-family must be at least 2")
+    console.print(f"synthesizing {per_family * len(FAMILIES)} clips of {len(FAMILIES)} sound families under {out / 'corpus'}")
+    audio, labels = make_corpus(out / "corpus", per_family=per_family)
+    _run_pipeline(
+        audio, labels, out / "run", None, "label",
+        preset=preset, file=config, k=len(FAMILIES), epochs=epochs, n_workers=n_workers,
+    )
+
+
+def main() -> None:  # console-script entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

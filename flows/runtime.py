@@ -1,0 +1,70 @@
+"""Where a run executes: which Prefect API it reports to, and which Dask cluster does the work."""
+
+from __future__ import annotations
+
+import os
+
+from flows.config import Config
+
+
+def ensure_prefect_api(timeout: int = 120) -> str:
+    """The Prefect API URL this process reports to.
+
+    With ``PREFECT_API_URL`` configured, that server. Otherwise start one local API
+    server for the whole run (bound to 127.0.0.1, history kept in ``$PREFECT_HOME``)
+    so the flow process and every Dask worker report to the same place, instead of
+    each worker starting a temporary server of its own.
+    """
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if url:
+        return str(url)
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's own client uses when no URL is set
+    server.start(timeout=timeout)
+    return server.api_url
+
+
+def worker_env(api_url: str, threads: int) -> dict[str, str]:
+    """Environment of local Dask worker processes."""
+    n = str(max(1, threads))
+    return {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_NUM_INTRAOP_THREADS": n,
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": n,
+        "OPENBLAS_NUM_THREADS": n,
+        "MKL_NUM_THREADS": n,
+        "NUMBA_NUM_THREADS": n,
+    }
+
+
+def dask_task_runner(config: Config, api_url: str):
+    """A DaskTaskRunner on ``config.dask_address``, or on a fresh LocalCluster of processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if config.dask_address:
+        return DaskTaskRunner(address=config.dask_address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": config.n_workers,
+            "threads_per_worker": config.threads_per_worker,
+            "processes": True,
+            "memory_limit": config.memory_limit,
+            "host": "127.0.0.1",
+            "dashboard_address": config.dashboard_address,
+            "env": worker_env(api_url, config.threads_per_worker),
+        },
+    )
+
+
+def run_on_dask(flow, config: Config, **parameters):
+    """Run ``flow`` with its tasks on Dask, reporting to one Prefect API."""
+    api_url = ensure_prefect_api()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return flow.with_options(task_runner=dask_task_runner(config, api_url))(config=config, **parameters)

@@ -1,0 +1,1 @@
+"""Units of work: plain functions, each with a thin Prefect task wrapper beside it."""

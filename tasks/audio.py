@@ -1,0 +1,159 @@
+"""Audio file -> fixed-length mono signal -> spectrogram image -> square blocks.
+
+Everything here is a plain function of arrays and paths, so it can be unit-tested and
+called from any process. Bad files raise :class:`Rejected` with a short reason.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+class Rejected(Exception):
+    """A file that cannot become a clip; ``str(exc)`` is the reason recorded in the store."""
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    """How a file becomes a signal and the signal an image (a slice of the config)."""
+
+    sample_rate: int = 22050
+    duration: float = 5.0  # seconds; shorter clips are zero-padded, longer ones trimmed
+    min_duration: float = 0.5  # shorter than this is rejected
+    min_sample_rate: int = 4000  # native rates below this are rejected
+    silence_db: float = -60.0  # peak below this (dBFS) is rejected as silent
+    kind: str = "mel"  # mel | log | linear
+    freq: int = 288  # image height: Mel bands (or linear bins, via n_fft = 2 (freq - 1))
+    frames: int = 432  # image width
+    n_fft: int = 2048  # Mel only
+    channels: int = 1  # 1, or 3 = + delta + delta-delta
+    top_db: float = 80.0  # dynamic range kept by the dB kinds
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.sample_rate * self.duration))
+
+    @property
+    def hop_length(self) -> int:
+        return max(1, self.n_samples // self.frames)
+
+
+def native_sample_rate(path: str) -> int:
+    import soundfile as sf
+
+    try:
+        return int(sf.info(path).samplerate)
+    except Exception:
+        import librosa
+
+        return int(librosa.get_samplerate(path))
+
+
+def load_clip(path: str, spec: AudioSpec) -> tuple[np.ndarray, float]:
+    """Decode ``path`` to mono at ``spec.sample_rate``, padded/trimmed to ``spec.duration``.
+
+    Only the first ``duration`` seconds are decoded, so an hour-long file costs what a
+    5 s one does. Returns the signal and the seconds actually read.
+    """
+    import librosa
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in AUDIO_EXTENSIONS:
+        raise Rejected(f"unsupported format '{ext or '(none)'}' (expected {', '.join(AUDIO_EXTENSIONS)})")
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise Rejected(f"unreadable: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise Rejected("empty file (0 bytes)")
+    try:
+        rate = native_sample_rate(path)
+    except Exception as exc:
+        raise Rejected(f"undecodable: {_short(exc)}") from exc
+    if rate < spec.min_sample_rate:
+        raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
+    try:
+        y, _ = librosa.load(path, sr=spec.sample_rate, mono=True, duration=spec.duration)
+    except Exception as exc:
+        raise Rejected(f"undecodable: {_short(exc)}") from exc
+    if y.size == 0:
+        raise Rejected("no audio samples decoded")
+    if not np.all(np.isfinite(y)):
+        raise Rejected("non-finite samples (NaN or Inf)")
+    seconds = y.size / spec.sample_rate
+    if seconds < spec.min_duration:
+        raise Rejected(f"too short: {seconds:.2f} s < {spec.min_duration:.2f} s")
+    peak = float(np.max(np.abs(y)))
+    if peak <= 10 ** (spec.silence_db / 20):
+        peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
+        raise Rejected(f"silent: peak {peak_db:.1f} dBFS below {spec.silence_db:.0f} dBFS")
+    return librosa.util.fix_length(y, size=spec.n_samples).astype(np.float32), seconds
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:200]
+
+
+def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """(freq, frames) image in [0, 1].
+
+    ``mel`` and ``log`` are dB relative to the clip's peak, clipped at ``-top_db`` and
+    mapped to [0, 1]; ``linear`` is power divided by its peak.
+    """
+    import librosa
+
+    hop = spec.hop_length
+    if spec.kind == "mel":
+        power = librosa.feature.melspectrogram(
+            y=y, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=hop, n_mels=spec.freq, power=2.0
+        )
+    elif spec.kind in ("log", "linear"):
+        n_fft = 2 * (spec.freq - 1)  # exactly `freq` bins
+        power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
+    else:
+        raise ValueError(f"unknown spectrogram kind {spec.kind!r} (mel, log or linear)")
+    power = librosa.util.fix_length(power, size=spec.frames, axis=1)
+    if spec.kind == "linear":
+        img = power / max(float(power.max()), 1e-12)
+    else:
+        db = librosa.power_to_db(power, ref=np.max, top_db=spec.top_db)
+        img = (db + spec.top_db) / spec.top_db
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def image(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """(freq, frames, channels) image in [0, 1]; channels 2-3 are the scaled deltas."""
+    import librosa
+
+    s = spectrogram(y, spec)
+    if spec.channels == 1:
+        return s[..., None]
+    if spec.channels != 3:
+        raise ValueError("channels must be 1 or 3")
+    out = [s]
+    for order in (1, 2):
+        d = librosa.feature.delta(s, order=order, axis=1)
+        scale = max(float(np.abs(d).max()), 1e-12)
+        out.append(0.5 + 0.5 * d / scale)
+    return np.stack(out, axis=-1).astype(np.float32)
+
+
+def to_blocks(img: np.ndarray, block: int) -> np.ndarray:
+    """Split (H, W, C) into row-major (H/block * W/block, block, block, C) squares."""
+    h, w, c = img.shape
+    if h % block or w % block:
+        raise ValueError(f"image {h}x{w} does not split into {block}x{block} blocks")
+    rows, cols = h // block, w // block
+    return img.reshape(rows, block, cols, block, c).transpose(0, 2, 1, 3, 4).reshape(-1, block, block, c)
+
+
+def from_blocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`to_blocks`."""
+    _, b, _, c = blocks.shape
+    return blocks.reshape(rows, cols, b, b, c).transpose(0, 2, 1, 3, 4).reshape(rows * b, cols * b, c)

@@ -1,0 +1,54 @@
+"""Encode block ranges with the trained encoder, on Dask workers."""
+
+from __future__ import annotations
+
+import os
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from storage import Store
+
+_ENCODERS: dict[tuple[str, float], object] = {}
+
+
+def load_encoder(path: str):
+    """Load the encoder once per process (keyed by path and modification time)."""
+    key = (os.path.abspath(path), os.path.getmtime(path))
+    if key not in _ENCODERS:
+        from tasks.train import configure_tensorflow
+
+        configure_tensorflow(int(os.environ.get("AUDIOCLUST_WORKER_THREADS", "0")))
+        import keras
+
+        _ENCODERS.clear()
+        _ENCODERS[key] = keras.models.load_model(path, compile=False, safe_mode=True)
+    return _ENCODERS[key]
+
+
+def encode_blocks(encoder, blocks, batch_size: int = 256):
+    """Codes of ``blocks`` flattened to (n, code_size): the one definition of encoding."""
+    codes = encoder.predict(blocks, batch_size=batch_size, verbose=0)
+    return codes.reshape(len(blocks), -1)
+
+
+def encode_range(store_url: str, encoder_path: str, start: int, stop: int) -> int:
+    """Encode blocks ``[start, stop)`` (one chunk) and write their codes."""
+    store = Store.open(store_url, mode="r+")
+    codes = encode_blocks(load_encoder(encoder_path), store.blocks(start, stop))
+    store.write_codes(start, codes)
+    return len(codes)
+
+
+@task(
+    name="encode-blocks",
+    task_run_name="encode-blocks-{start}-{stop}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_jitter_factor=0.5,
+    cache_policy=NO_CACHE,  # writes the store
+)
+def encode_range_task(store_url: str, encoder_path: str, start: int, stop: int) -> int:
+    n = encode_range(store_url, encoder_path, start, stop)
+    get_run_logger().info("encoded blocks %d-%d", start, stop)
+    return n

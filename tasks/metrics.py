@@ -1,0 +1,54 @@
+"""Clustering scores against labels, on all clips and on a fixed 50 % split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def clustering_accuracy(labels_true, labels_pred) -> float:
+    """Best one-to-one mapping of clusters to labels (Hungarian), as a fraction of clips."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics.cluster import contingency_matrix
+
+    c = contingency_matrix(labels_true, labels_pred)
+    rows, cols = linear_sum_assignment(c, maximize=True)
+    return float(c[rows, cols].sum() / c.sum())
+
+
+def scores(labels_true, labels_pred) -> dict[str, float]:
+    """NMI (arithmetic mean, scikit-learn's default), AMI, ARI and Hungarian accuracy."""
+    from sklearn import metrics
+
+    return {
+        "nmi": float(metrics.normalized_mutual_info_score(labels_true, labels_pred)),
+        "ami": float(metrics.adjusted_mutual_info_score(labels_true, labels_pred)),
+        "ari": float(metrics.adjusted_rand_score(labels_true, labels_pred)),
+        "acc": clustering_accuracy(labels_true, labels_pred),
+        "n": int(len(labels_true)),
+    }
+
+
+def public_mask(paths, seed: int = 0) -> np.ndarray:
+    """The fixed 50 % "public" half (a leaderboard's split), by a seeded permutation.
+
+    Depends only on the sorted set of paths and the seed, so the same corpus always
+    splits the same way, whatever order or rejects.
+    """
+    paths = np.asarray(paths, dtype=str)
+    order = np.argsort(paths, kind="stable")
+    perm = np.random.default_rng(seed).permutation(len(paths))
+    mask = np.zeros(len(paths), bool)
+    mask[order[perm[: len(paths) // 2]]] = True
+    return mask
+
+
+def evaluate(paths, labels_true, labels_pred, split_seed: int = 0) -> dict[str, dict]:
+    """Scores on all labelled clips and on each half of the fixed split."""
+    labels_true = np.asarray(labels_true, dtype=str)
+    labels_pred = np.asarray(labels_pred)
+    public = public_mask(paths, split_seed)
+    out = {}
+    for name, mask in (("all", np.ones(len(public), bool)), ("public", public), ("private", ~public)):
+        if mask.sum() >= 2:
+            out[name] = scores(labels_true[mask], labels_pred[mask])
+    return out

@@ -1,0 +1,95 @@
+"""Clip features -> K-Means -> predictions, scores and a metrics file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from storage import Store
+from tasks.cluster import clip_features, kmeans
+from tasks.metrics import evaluate
+
+
+def cluster_and_report(
+    store_url: str, out_dir: str, k: int, n_init: int = 10, seed: int = 0, split_seed: int = 0
+) -> dict:
+    """Cluster the stored clips; write ``predictions.csv``, ``rejects.csv``, ``metrics.json``."""
+    store = Store.open(store_url)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ok = store.read("ok")
+    paths = store.read("path").astype(str)
+    labels = store.read("label").astype(str)
+    features = clip_features(store.read("codes"), store.geometry.blocks_per_clip)[ok]
+    pred = kmeans(features, k, n_init=n_init, seed=seed)
+
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "cluster"])
+        w.writerows(zip(paths[ok], pred.tolist()))
+    rejects = store.rejects()
+    with open(out / "rejects.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "reason"])
+        w.writerows(rejects)
+
+    labelled = labels[ok] != ""
+    scores = evaluate(paths[ok][labelled], labels[ok][labelled], pred[labelled], split_seed) if labelled.any() else {}
+    sizes = np.bincount(pred, minlength=k).tolist()
+    metrics = {
+        "found": int(store.n_clips),
+        "stored": int(ok.sum()),
+        "rejected": len(rejects),
+        "labelled": int(labelled.sum()),
+        "k": k,
+        "n_init": n_init,
+        "feature_dim": int(features.shape[1]),
+        "cluster_sizes": sizes,
+        "scores": scores,
+        "predictions": str(out / "predictions.csv"),
+        "rejects_file": str(out / "rejects.csv"),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
+    lines = [
+        "# audioclust run",
+        "",
+        f"clips found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']}, "
+        f"labelled {metrics['labelled']}; k = {metrics['k']}",
+        "",
+    ]
+    if metrics["scores"]:
+        lines += ["| split | clips | NMI | AMI | ARI | ACC |", "|---|---|---|---|---|---|"]
+        for split, s in metrics["scores"].items():
+            lines.append(f"| {split} | {s['n']} | {s['nmi']:.4f} | {s['ami']:.4f} | {s['ari']:.4f} | {s['acc']:.4f} |")
+    else:
+        lines.append("No labels: no scores.")
+    lines += ["", f"cluster sizes: {metrics['cluster_sizes']}"]
+    for key, value in (extra or {}).items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines)
+
+
+@task(name="cluster-and-report", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def cluster_and_report_task(store_url: str, out_dir: str, k: int, n_init: int, seed: int, split_seed: int) -> dict:
+    metrics = cluster_and_report(store_url, out_dir, k, n_init, seed, split_seed)
+    create_markdown_artifact(markdown=metrics_markdown(metrics), key="audioclust-summary", description="Run summary")
+    if metrics["scores"]:
+        create_table_artifact(
+            table=[{"split": split, **{m: round(v, 4) for m, v in s.items()}} for split, s in metrics["scores"].items()],
+            key="audioclust-scores",
+            description="Clustering scores against labels",
+        )
+    logger = get_run_logger()
+    if "all" in metrics["scores"]:
+        logger.info("NMI %.4f on %d labelled clips", metrics["scores"]["all"]["nmi"], metrics["labelled"])
+    return metrics
