@@ -38,6 +38,7 @@ def _fail(message: str, code: int = 2) -> None:
 def _quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own INFO chatter; task logs still show
 
 
 def _print_result(metrics: dict, seconds: float) -> None:

@@ -67,7 +67,8 @@ def encode_stage(store_url: str, encoder_path: str, code_size: int) -> int:
 
 def _run_name() -> str:
     params = flow_run.parameters
-    corpus = Path(str(params.get("input_dir", "corpus"))).resolve().name
+    folder = Path(str(params.get("input_dir", "corpus"))).resolve()
+    corpus = folder.parent.name if folder.name in ("audio", "clips", "wav", "data") else folder.name
     cfg = params.get("config")
     preset = getattr(cfg, "preset", None) or (cfg or {}).get("preset", "default")
     return f"{corpus}-{preset}"
@@ -116,6 +117,8 @@ def pipeline(
         final_loss=trained["final_loss"],
         device=trained["device"],
         preset=config.preset,
+        input_dir=str(input_dir),
+        labels_file=labels,
         timings=timings,
         config=config.model_dump(),
     )

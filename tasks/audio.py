@@ -44,14 +44,9 @@ class AudioSpec:
 
 
 def native_sample_rate(path: str) -> int:
-    import soundfile as sf
+    import soundfile as sf  # libsndfile reads wav, flac, ogg/vorbis/opus and mp3
 
-    try:
-        return int(sf.info(path).samplerate)
-    except Exception:
-        import librosa
-
-        return int(librosa.get_samplerate(path))
+    return int(sf.info(path).samplerate)
 
 
 def load_clip(path: str, spec: AudioSpec) -> tuple[np.ndarray, float]:
@@ -77,15 +72,18 @@ def load_clip(path: str, spec: AudioSpec) -> tuple[np.ndarray, float]:
         raise Rejected(f"undecodable: {_short(exc)}") from exc
     if rate < spec.min_sample_rate:
         raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
-    try:
-        y, _ = librosa.load(path, sr=spec.sample_rate, mono=True, duration=spec.duration)
+    try:  # native rate first, so the samples can be checked before resampling
+        y, rate = librosa.load(path, sr=None, mono=False, duration=spec.duration)
     except Exception as exc:
         raise Rejected(f"undecodable: {_short(exc)}") from exc
     if y.size == 0:
         raise Rejected("no audio samples decoded")
     if not np.all(np.isfinite(y)):
         raise Rejected("non-finite samples (NaN or Inf)")
-    seconds = y.size / spec.sample_rate
+    y = librosa.to_mono(y)
+    seconds = y.size / rate
+    if rate != spec.sample_rate:
+        y = librosa.resample(y, orig_sr=rate, target_sr=spec.sample_rate)
     if seconds < spec.min_duration:
         raise Rejected(f"too short: {seconds:.2f} s < {spec.min_duration:.2f} s")
     peak = float(np.max(np.abs(y)))

@@ -1,0 +1,128 @@
+"""The whole flow through a real Prefect API, a real 2-process LocalCluster, Zarr on disk and TensorFlow."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.config import load_config
+from flows.pipeline import pipeline
+from flows.runtime import run_on_dask
+from storage import Store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def corpus_with_bad_files(small_corpus, tmp_path_factory):
+    audio, labels = small_corpus
+    root = tmp_path_factory.mktemp("mixed")
+    shutil.copytree(audio, root / "audio")
+    (root / "audio" / "empty.wav").write_bytes(b"")
+    (root / "audio" / "notes.wav").write_text("this is text, not audio\n" * 10)
+    return root / "audio", labels
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(prefect_api, corpus_with_bad_files, tmp_path_factory):
+    audio, labels = corpus_with_bad_files
+    out = tmp_path_factory.mktemp("run")
+    config = load_config("fast", k=4, n_workers=2, epochs=10, clips_per_chunk=8, dashboard_address="127.0.0.1:0")
+    metrics = run_on_dask(pipeline, config, input_dir=str(audio), labels=str(labels), out=str(out))
+    return out, metrics
+
+
+def corpus_labels(out):
+    return json.loads((out / "metrics.json").read_text())["labels_file"]
+
+
+def test_store_holds_every_input(pipeline_run):
+    out, metrics = pipeline_run
+    store = Store.open(str(out / "store.zarr"))
+    assert store.n_clips == 42 and store.n_blocks == 42 * 6
+    ok = store.read("ok")
+    assert ok.sum() == 40
+    assert dict(store.rejects()) == {
+        "empty.wav": "empty file (0 bytes)",
+        "notes.wav": store.rejects()[1][1],
+    }
+    assert store.rejects()[1][1].startswith("undecodable")
+    blocks = store.blocks(0, store.n_blocks)
+    assert blocks.shape == (252, 32, 32, 1)
+    assert np.all(blocks[np.repeat(ok, 6)].reshape(40, -1).max(axis=1) > 0.5)  # real images were written
+    codes = store.read("codes")
+    assert codes.shape == (252, 16) and np.all(np.isfinite(codes))
+
+
+def test_outputs_and_scores(pipeline_run):
+    out, metrics = pipeline_run
+    with open(out / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 40 and {int(r["cluster"]) for r in rows} <= set(range(4))
+    with open(out / "rejects.csv") as fh:
+        assert {r["file"] for r in csv.DictReader(fh)} == {"empty.wav", "notes.wav"}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["found"] == 42 and saved["stored"] + saved["rejected"] == 42
+    assert set(saved["scores"]) == {"all", "public", "private"}
+    assert saved["scores"]["public"]["n"] == 20
+    # far above chance: chance measured by scoring shuffled predictions of the same sizes
+    from tasks.metrics import scores
+
+    truth = dict(csv.reader(open(corpus_labels(out))))
+    y_true = [truth[r["file"]] for r in rows]
+    y_pred = np.array([int(r["cluster"]) for r in rows])
+    rng = np.random.default_rng(0)
+    chance = np.mean([scores(y_true, rng.permutation(y_pred))["nmi"] for _ in range(50)])
+    nmi = saved["scores"]["all"]["nmi"]
+    assert nmi == pytest.approx(scores(y_true, y_pred)["nmi"])
+    assert nmi > 0.35 and nmi > 4 * chance, (nmi, chance)
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "model" / "encoder.keras").is_file()
+    assert metrics["epochs"] >= 1
+
+
+def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
+    """Task runs executed in Dask worker processes are visible through the flow's API."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["audioclust-pipeline"])))
+            tasks = await client.read_task_runs()
+            arts = await client.read_artifacts()
+            return runs, tasks, arts
+
+    runs, task_runs, artifacts = asyncio.run(read())
+    assert runs and runs[0].state.is_completed()
+    names = [t.name for t in task_runs if t.flow_run_id == runs[0].id]
+    preprocess = [n for n in names if n.startswith("preprocess-clips-")]
+    encode = [n for n in names if n.startswith("encode-blocks-")]
+    assert len(preprocess) == 6 and len(encode) == 6  # 42 clips / 8 per chunk
+    assert {a.key for a in artifacts} >= {"audioclust-summary", "audioclust-scores"}
+
+
+def test_demo_command_with_embedded_defaults(tmp_path):
+    """`audioclust demo` as a user runs it: no PREFECT_API_URL, it starts its own API and cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    exe = Path(sys.executable).with_name("audioclust")
+    result = subprocess.run(
+        [str(exe), "demo", "--out", str(tmp_path / "demo"), "--per-family", "6", "--epochs", "6"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "NMI" in result.stdout
+    metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
+    assert metrics["stored"] == 48 and metrics["k"] == 8

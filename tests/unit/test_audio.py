@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from tasks.audio import AudioSpec, Rejected, from_blocks, image, load_clip, spectrogram, to_blocks
+from tasks.synth import synth_clip
+from tests.conftest import write_wav
+
+SEED = AudioSpec(channels=3)  # the report's geometry: 288 x 432 image, 3 channels
+
+
+def put(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def clip(seconds=5.0, sr=22050, family="harmonic"):
+    return synth_clip(family, sr, seconds, np.random.default_rng(0))
+
+
+def test_seed_image_and_blocks_geometry():
+    img = image(clip(), SEED)
+    assert img.shape == (288, 432, 3)
+    assert 0.0 <= img.min() and img.max() <= 1.0
+    blocks = to_blocks(img, 144)
+    assert blocks.shape == (6, 144, 144, 3)
+    # row-major: block 1 is the top row's second square, block 3 the bottom row's first
+    np.testing.assert_array_equal(blocks[1], img[:144, 144:288])
+    np.testing.assert_array_equal(blocks[3], img[144:, :144])
+    np.testing.assert_array_equal(from_blocks(blocks, 2, 3), img)
+
+
+@pytest.mark.parametrize("kind", ["mel", "log", "linear"])
+def test_spectrogram_kinds_shape_and_range(kind):
+    s = spectrogram(clip(), AudioSpec(kind=kind))
+    assert s.shape == (288, 432)
+    assert s.min() >= 0 and s.max() == pytest.approx(1.0)
+
+
+def test_mel_energy_follows_a_tone():
+    sr = 22050
+    t = np.arange(5 * sr) / sr
+    low = spectrogram(np.sin(2 * np.pi * 200 * t).astype(np.float32), AudioSpec())
+    high = spectrogram(np.sin(2 * np.pi * 4000 * t).astype(np.float32), AudioSpec())
+    assert low.mean(axis=1).argmax() < high.mean(axis=1).argmax()
+
+
+def test_load_pads_resamples_and_mixes(tmp_path):
+    y = clip(seconds=2.0, sr=44100)
+    stereo = np.stack([y, y], axis=1)
+    p = write_wav(tmp_path / "s.wav", stereo, sr=44100)
+    out, seconds = load_clip(str(p), AudioSpec())
+    assert out.shape == (5 * 22050,)
+    assert seconds == pytest.approx(2.0, abs=0.01)
+    assert np.all(out[int(2.1 * 22050) :] == 0)
+
+
+def test_long_file_is_read_only_up_to_the_window(tmp_path):
+    p = write_wav(tmp_path / "long.wav", clip(seconds=30.0))
+    out, seconds = load_clip(str(p), AudioSpec())
+    assert out.shape == (5 * 22050,) and seconds == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda d: put(d / "empty.wav", b""), "empty file"),
+        (lambda d: put(d / "text.wav", b"not audio at all\n" * 20), "undecodable"),
+        (lambda d: put(d / "noise.ogg", np.random.default_rng(0).bytes(4000)), "undecodable"),
+        (lambda d: write_wav(d / "short.wav", clip(seconds=0.2)), "too short"),
+        (lambda d: write_wav(d / "silent.wav", np.zeros(5 * 22050)), "silent"),
+        (lambda d: write_wav(d / "lowrate.wav", clip(sr=2000), sr=2000), "sample rate 2000 Hz"),
+        (lambda d: put(d / "notes.txt", b"hello"), "unsupported format '.txt'"),
+    ],
+)
+def test_bad_files_are_rejected_with_a_reason(tmp_path, make, reason):
+    path = make(tmp_path)
+    with pytest.raises(Rejected, match=reason):
+        load_clip(str(path), AudioSpec())
+
+
+def test_non_finite_samples_are_rejected(tmp_path):
+    y = clip()
+    y[1000] = np.nan
+    p = write_wav(tmp_path / "nan.wav", y, subtype="FLOAT")
+    with pytest.raises(Rejected, match="non-finite"):
+        load_clip(str(p), AudioSpec())

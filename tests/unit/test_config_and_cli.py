@@ -1,0 +1,68 @@
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.config import ConfigError, load_config
+from flows.corpus import discover, labels_for, read_labels
+
+
+def test_presets():
+    seed = load_config("seed")
+    assert (seed.n_mels, seed.n_frames, seed.block, seed.channels) == (288, 432, 144, 3)
+    assert (seed.batch_size, seed.min_delta, seed.patience, seed.epochs, seed.k) == (4, 0.009, 15, 200, 20)
+    assert seed.model_spec().code_shape == (9, 9, 1)
+    assert load_config("fast").epochs < 50
+
+
+def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
+    f = tmp_path / "c.toml"
+    f.write_text("k = 5\nepochs = 3\nbatch_size = 8\n")
+    monkeypatch.setenv("AUDIOCLUST_EPOCHS", "7")
+    c = load_config("seed", file=f, batch_size=2)
+    assert (c.k, c.epochs, c.batch_size) == (5, 7, 2)
+
+
+def test_bad_configuration_is_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("nope")
+    with pytest.raises(ConfigError, match="does not split"):
+        load_config("seed", block=100)
+    monkeypatch.setenv("AUDIOCLUST_K", "many")
+    with pytest.raises(ConfigError, match="AUDIOCLUST_"):
+        load_config("seed")
+
+
+def test_discover_and_labels(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.wav", "sub/a.ogg", ".hidden.wav", "labels.csv"):
+        (tmp_path / name).write_text("x")
+    assert discover(tmp_path, exclude=(tmp_path / "labels.csv",)) == ["b.wav", "sub/a.ogg"]
+    (tmp_path / "labels.csv").write_text("file,label,extra\nb.wav,dog,1\na.ogg,cat,2\n")
+    labels = read_labels(tmp_path / "labels.csv")
+    assert labels_for(["b.wav", "sub/a.ogg", "c.wav"], labels) == ["dog", "cat", ""]
+
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "/does/not/exist"], "input folder not found"),
+        (["run", ".", "--preset", "huge"], "unknown preset"),
+        (["run", ".", "--labels", "/no/labels.csv"], "labels file not found"),
+        (["run", ".", "--config", "/no/c.toml"], "config file not found"),
+    ],
+)
+def test_cli_errors_are_one_line(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"]])
+def test_help(cmd):
+    result = runner.invoke(app, cmd)
+    assert result.exit_code == 0 and "Usage" in result.output
