@@ -56,6 +56,8 @@ class Config(BaseSettings):
     code_channels: int = 1
     kernel: int = 3
     activation: str = "relu"
+    encoder: Literal["strided", "dense", "pool"] = "pool"  # report cases 1, 2, 3
+    decoder: Literal["strided", "dense", "upsample"] = "upsample"  # report cases 1, 2, 3
     # training
     epochs: int = 200
     batch_size: int = 4
@@ -65,6 +67,8 @@ class Config(BaseSettings):
     validation_fraction: float = 0.0
     seed: int = 0
     train_threads: int = 0
+    shuffle_chunks: int = 4
+    mixed_precision: bool = False
     # clustering and scoring
     k: int = 20
     n_init: int = 10
@@ -103,6 +107,8 @@ class Config(BaseSettings):
             code_channels=self.code_channels,
             kernel=self.kernel,
             activation=self.activation,
+            encoder=self.encoder,
+            decoder=self.decoder,
         )
 
     def train_spec(self) -> TrainSpec:
@@ -115,6 +121,8 @@ class Config(BaseSettings):
             validation_fraction=self.validation_fraction,
             seed=self.seed,
             threads=self.train_threads,
+            shuffle_chunks=self.shuffle_chunks,
+            mixed_precision=self.mixed_precision,
         )
 
 

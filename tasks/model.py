@@ -1,18 +1,32 @@
-"""The report's convolutional autoencoder (Keras 3).
+"""The report's convolutional autoencoder family (Keras 3).
 
-Seed structure (18 layers, counting the input)::
+Seed structure (encoder case ``pool``, decoder case ``upsample``; 18 layers counting the input)::
 
     input 144x144xC
-    encoder: [Conv2D 32 -> MaxPool] [Conv2D 32 -> MaxPool] [Conv2D 16 -> MaxPool] [Conv2D 1 -> MaxPool]
-             -> code 9x9x1 (81 values, compression 81 / (144*144*1) = 0.0039 for C=1, 0.0013 for C=3)
+    encoder: [Conv2D 32 -> MaxPool] [Conv2D 32 -> MaxPool] [Conv2D 16 -> MaxPool] [Conv2D 1 -> MaxPool = code]
+             -> code 9x9x1 (81 values: 81 / (144*144*3) = 0.0013 of a 3-channel block, the report's ratio)
     decoder: [Conv2DTranspose 16 -> UpSampling] [Conv2DTranspose 32 -> UpSampling] x3 -> Conv2D C, sigmoid
 
-Inputs are in [0, 1]; the sigmoid output and MSE loss are on that scale.
+The report's other cases, chosen by ``ModelSpec.encoder`` / ``ModelSpec.decoder``:
+
+* encoder ``strided`` (case 1): Conv2D with stride 2 halves each stage instead of MaxPooling.
+* encoder ``dense``   (case 2): the conv+pool stages, then Flatten -> Dense(code_size) as the code.
+* encoder ``pool``    (case 3, seed).
+* decoder ``strided`` (case 1): Conv2DTranspose with stride 2 doubles each stage.
+* decoder ``dense``   (case 2): Dense -> Reshape to the smallest feature map, then the upsampling stages.
+* decoder ``upsample`` (case 3, seed).
+
+Every combination has the same code size, so their features are comparable. The layer that
+outputs the code is always named ``code``; the encoder is the model from input to it.
+Inputs are in [0, 1]; the sigmoid output and the MSE loss are on that scale.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+ENCODERS = ("strided", "dense", "pool")
+DECODERS = ("strided", "dense", "upsample")
 
 
 @dataclass(frozen=True)
@@ -23,6 +37,16 @@ class ModelSpec:
     code_channels: int = 1
     kernel: int = 3
     activation: str = "relu"
+    encoder: str = "pool"
+    decoder: str = "upsample"
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, not {self.encoder!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
+        if not self.filters:
+            raise ValueError("filters needs at least one stage")
 
     @property
     def stages(self) -> int:
@@ -36,7 +60,9 @@ class ModelSpec:
         return side
 
     @property
-    def code_shape(self) -> tuple[int, int, int]:
+    def code_shape(self) -> tuple[int, ...]:
+        if self.encoder == "dense":
+            return (self.code_size,)
         return self.code_side, self.code_side, self.code_channels
 
     @property
@@ -44,21 +70,63 @@ class ModelSpec:
         return self.code_side**2 * self.code_channels
 
 
+def _encoder(x, spec: ModelSpec):
+    from keras import layers
+
+    conv = dict(kernel_size=spec.kernel, padding="same", activation=spec.activation)
+    stage_filters = (*spec.filters, spec.code_channels)
+    for i, f in enumerate(stage_filters):
+        last = i == spec.stages - 1
+        if spec.encoder == "strided":
+            x = layers.Conv2D(f, strides=2, name="code" if last else f"enc_conv{i}", **conv)(x)
+        elif spec.encoder == "pool":
+            x = layers.Conv2D(f, name=f"enc_conv{i}", **conv)(x)
+            x = layers.MaxPooling2D(2, name="code" if last else f"enc_pool{i}")(x)
+        elif not last:  # dense: conv+pool stages, then a dense code
+            x = layers.Conv2D(f, name=f"enc_conv{i}", **conv)(x)
+            x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)
+        else:
+            x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)
+            x = layers.Flatten(name="enc_flatten")(x)
+            x = layers.Dense(spec.code_size, activation=spec.activation, name="code")(x)
+    return x
+
+
+def _decoder(x, spec: ModelSpec):
+    from keras import layers
+
+    side, code_ch = spec.code_side, spec.code_channels
+    deconv = dict(kernel_size=spec.kernel, padding="same", activation=spec.activation)
+    stage_filters = (*reversed(spec.filters), spec.filters[0])
+    if spec.decoder == "dense":
+        if len(x.shape) > 2:
+            x = layers.Flatten(name="dec_flatten")(x)
+        x = layers.Dense(side * side * spec.filters[-1], activation=spec.activation, name="dec_dense")(x)
+        x = layers.Reshape((side, side, spec.filters[-1]), name="dec_reshape")(x)
+    elif len(x.shape) == 2:  # a flat (dense) code feeding a convolutional decoder
+        x = layers.Reshape((side, side, code_ch), name="dec_reshape")(x)
+    for i, f in enumerate(stage_filters):
+        if spec.decoder == "strided":
+            x = layers.Conv2DTranspose(f, strides=2, name=f"dec_deconv{i}", **deconv)(x)
+        else:
+            x = layers.Conv2DTranspose(f, name=f"dec_deconv{i}", **deconv)(x)
+            x = layers.UpSampling2D(2, name=f"dec_up{i}")(x)
+    return layers.Conv2D(spec.channels, spec.kernel, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(x)
+
+
 def build_autoencoder(spec: ModelSpec):
     """Return ``(autoencoder, encoder)``; the encoder shares the autoencoder's layers."""
     import keras
-    from keras import layers
 
+    spec.code_side  # validates the geometry before building
     inp = keras.Input((spec.block, spec.block, spec.channels), name="block")
-    x = inp
-    for i, f in enumerate((*spec.filters, spec.code_channels)):
-        x = layers.Conv2D(f, spec.kernel, padding="same", activation=spec.activation, name=f"enc_conv{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"enc_pool{i}" if i < spec.stages - 1 else "code")(x)
-    code = x
-    for i, f in enumerate((*reversed(spec.filters), spec.filters[0])):
-        x = layers.Conv2DTranspose(f, spec.kernel, padding="same", activation=spec.activation, name=f"dec_deconv{i}")(x)
-        x = layers.UpSampling2D(2, name=f"dec_up{i}")(x)
-    out = layers.Conv2D(spec.channels, spec.kernel, padding="same", activation="sigmoid", name="reconstruction")(x)
-    autoencoder = keras.Model(inp, out, name="autoencoder")
-    encoder = keras.Model(inp, code, name="encoder")
-    return autoencoder, encoder
+    code = _encoder(inp, spec)
+    out = _decoder(code, spec)
+    return keras.Model(inp, out, name="autoencoder"), keras.Model(inp, code, name="encoder")
+
+
+def encoder_of(autoencoder):
+    """The encoder inside a (loaded) autoencoder: input up to the layer named ``code``."""
+    import keras
+
+    return keras.Model(autoencoder.inputs, autoencoder.get_layer("code").output, name="encoder")

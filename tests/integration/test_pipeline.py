@@ -110,6 +110,18 @@ def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
     assert {a.key for a in artifacts} >= {"audioclust-summary", "audioclust-scores"}
 
 
+def test_parallel_encoding_equals_one_process_predict(pipeline_run):
+    """Codes written by the Dask workers equal encoder.predict over the same blocks in one process."""
+    import keras
+
+    out, metrics = pipeline_run
+    store = Store.open(str(out / "store.zarr"))
+    encoder = keras.models.load_model(metrics["model"], compile=False, safe_mode=True)
+    blocks = store.blocks(0, store.n_blocks)
+    expected = encoder.predict(blocks, batch_size=64, verbose=0).reshape(len(blocks), -1)
+    np.testing.assert_allclose(store.read("codes"), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_demo_command_with_embedded_defaults(tmp_path):
     """`audioclust demo` as a user runs it: no PREFECT_API_URL, it starts its own API and cluster."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
