@@ -24,3 +24,7 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+.PHONY: bench-train-encode
+bench-train-encode: $(STAMP)   ## training and encoding cost on ../shared/data/esc10
+	$(BIN)/python -m bench.train_encode

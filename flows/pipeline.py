@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -63,6 +65,17 @@ def encode_stage(store_url: str, encoder_path: str, code_size: int) -> int:
     store.create_codes(code_size)
     futures = [encode_range_task.submit(store_url, encoder_path, b0, b1) for b0, b1 in store.iter_block_chunks()]
     return sum(_wait_all(futures, "encode"))
+
+
+@flow(name="audioclust-encode", flow_run_name="encode")
+def encode_flow(store: str, encoder: str, config: Config) -> dict:
+    """Re-encode every block of ``store`` with the encoder at path ``encoder``."""
+    from tasks.encode import load_encoder
+
+    code_size = int(np.prod(load_encoder(encoder).output_shape[1:]))
+    t = time.perf_counter()
+    blocks = encode_stage(store, encoder, code_size)
+    return {"blocks": blocks, "encode_s": time.perf_counter() - t}
 
 
 def _run_name() -> str:

@@ -109,3 +109,8 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_store, tmp_pa
         train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=2, batch_size=8), log=lambda m: None, callbacks=[Stop()])
     other = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=2, batch_size=4), log=lambda m: None)
     assert other["resumed_from_epoch"] is None and other["epochs"] == 2
+
+
+def test_encoder_is_loaded_once_per_process(tiny_store, tmp_path):
+    summary = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=1, batch_size=8), log=lambda m: None)
+    assert load_encoder(summary["encoder"]) is load_encoder(summary["encoder"])
