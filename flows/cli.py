@@ -28,6 +28,8 @@ KOpt = typer.Option(None, "--k", help="Number of clusters [default: 20].")
 EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs (overrides the preset).")
 WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes [default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
+ThreadsOpt = typer.Option(None, "--threads-per-worker", help="Threads per local Dask worker [default: 1].")
+MemoryOpt = typer.Option(None, "--memory-limit", help="Memory limit per local Dask worker, e.g. 4GiB [default: auto].")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -57,14 +59,13 @@ def _print_result(metrics: dict, seconds: float) -> None:
     console.print(f"predictions: {metrics['predictions']}\nloss plot:   {metrics['loss_plot']}")
 
 
-def _run_pipeline(input_dir: Path, labels: Optional[Path], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
+def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
     from flows.config import ConfigError, load_config
-    from flows.corpus import InputError, read_labels
+    from flows.corpus import InputError, check_root, read_labels
 
     try:
         config = load_config(**cfg)
-        if not input_dir.is_dir():
-            raise InputError(f"input folder not found: {input_dir}")
+        check_root(str(input_dir))
         if labels is not None:
             read_labels(labels, label_column)
     except (ConfigError, InputError) as exc:
@@ -89,8 +90,8 @@ def _run_pipeline(input_dir: Path, labels: Optional[Path], out: Path, store: Opt
 
 @app.command()
 def run(
-    input_dir: Path = typer.Argument(..., metavar="INPUT", help="Folder of audio clips (wav, flac, ogg, mp3), searched recursively."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores."),
+    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL) of audio clips (wav, flac, ogg, mp3), searched recursively."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores."),
     label_column: str = typer.Option("label", "--label-column", help="Column of --labels to score against."),
     k: Optional[int] = KOpt,
     preset: Optional[str] = PresetOpt,
@@ -99,12 +100,56 @@ def run(
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder: model, predictions, metrics, plots."),
     epochs: Optional[int] = EpochsOpt,
     n_workers: Optional[int] = WorkersOpt,
+    threads_per_worker: Optional[int] = ThreadsOpt,
+    memory_limit: Optional[str] = MemoryOpt,
     dask_address: Optional[str] = AddressOpt,
 ) -> None:
-    """Preprocess, train, encode and cluster INPUT; print scores when labels are given."""
+    """Preprocess, train, encode and cluster INPUT; print scores when labels are given.
+
+    Preprocessing is incremental: re-running on the same folder and store only processes
+    new or changed files.
+    """
     _run_pipeline(
         input_dir, labels, out, store, label_column,
         preset=preset, file=config, k=k, epochs=epochs, n_workers=n_workers, dask_address=dask_address,
+        threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+    )
+
+
+@app.command()
+def preprocess(
+    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL, e.g. s3://bucket/clips) of audio clips."),
+    store: str = typer.Option(..., "--store", help="Zarr store path or URL; created, or updated incrementally."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label."),
+    label_column: str = typer.Option("label", "--label-column"),
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    n_workers: Optional[int] = WorkersOpt,
+    threads_per_worker: Optional[int] = ThreadsOpt,
+    memory_limit: Optional[str] = MemoryOpt,
+    dask_address: Optional[str] = AddressOpt,
+) -> None:
+    """Only preprocess INPUT into a store: spectrogram images and blocks, with a manifest and rejects."""
+    from flows.config import ConfigError, load_config
+    from flows.corpus import InputError, check_root, read_labels
+
+    try:
+        cfg = load_config(preset=preset, file=config, n_workers=n_workers, dask_address=dask_address,
+                          threads_per_worker=threads_per_worker, memory_limit=memory_limit)
+        check_root(input_dir)
+        if labels:
+            read_labels(labels, label_column)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    from flows.pipeline import preprocess_flow
+    from flows.runtime import run_on_dask
+
+    result = run_on_dask(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
+    console.print(
+        f"{result['found']} files: {result['stored']} stored, {result['rejected']} rejected "
+        f"({result['new']} new, {result['changed']} changed, {result['removed']} removed; "
+        f"{result['processed_chunks']} chunks processed) -> {store}"
     )
 
 
@@ -125,7 +170,7 @@ def demo(
     console.print(f"synthesizing {per_family * len(FAMILIES)} clips of {len(FAMILIES)} sound families under {out / 'corpus'}")
     audio, labels = make_corpus(out / "corpus", per_family=per_family)
     _run_pipeline(
-        audio, labels, out / "run", None, "label",
+        str(audio), str(labels), out / "run", None, "label",
         preset=preset, file=config, k=len(FAMILIES), epochs=epochs, n_workers=n_workers,
     )
 

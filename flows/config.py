@@ -50,6 +50,7 @@ class Config(BaseSettings):
     threads_per_worker: int = 1
     memory_limit: str = "auto"
     dask_address: str | None = None
+    max_in_flight: int = 16  # batches submitted at once: bounds the flow's memory on huge corpora
     dashboard_address: str = "127.0.0.1:8787"
     # model
     filters: list[int] = [32, 32, 16]

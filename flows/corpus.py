@@ -1,51 +1,125 @@
-"""Listing a corpus folder and reading its labels."""
+"""Listing a corpus (a local folder or an fsspec URL such as s3://bucket/clips) and reading its labels."""
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
+from typing import Callable, Iterator
+
+from storage.store import FileEntry
 
 
 class InputError(ValueError):
     """A missing or unusable input path; the message is one line for the user."""
 
 
-def discover(root: str | Path, exclude: tuple[str | Path, ...] = ()) -> list[str]:
-    """Every regular, non-hidden file under ``root``, as sorted POSIX paths relative to it.
+def is_url(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
 
-    All files are inputs: those that are not audio end in the rejects with a reason,
-    so nothing in the folder is silently ignored.
-    """
-    root = Path(root)
-    if not root.is_dir():
+
+def join(root: str, rel: str) -> str:
+    return f"{str(root).rstrip('/')}/{rel}" if is_url(root) else os.path.join(root, rel)
+
+
+def check_root(root: str, storage_options: dict | None = None) -> None:
+    if is_url(root):
+        import fsspec
+
+        fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        if not fs.isdir(base):
+            raise InputError(f"input folder not found: {root}")
+    elif not Path(root).is_dir():
         raise InputError(f"input folder not found: {root}")
-    skip = {Path(p).resolve() for p in exclude}
-    found = []
+
+
+def scan(root: str | Path, exclude: tuple[str | Path | None, ...] = (), storage_options: dict | None = None) -> Iterator[FileEntry]:
+    """Every regular, non-hidden file under ``root`` (recursively), streamed in sorted order.
+
+    All files are inputs: those that are not audio end in the rejects with a reason, so
+    nothing in the folder is silently ignored.
+    """
+    root = str(root)
+    check_root(root, storage_options)
+    if is_url(root):
+        yield from _scan_fsspec(root, exclude, storage_options)
+        return
+    skip = {Path(p).resolve() for p in exclude if p is not None and not is_url(p)}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
+        for name in sorted(filenames):
             path = Path(dirpath) / name
-            if name.startswith(".") or not path.is_file() or path.resolve() in skip:
+            if name.startswith(".") or path.resolve() in skip:
                 continue
-            found.append(path.relative_to(root).as_posix())
-    return sorted(found)
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if path.is_file():
+                yield FileEntry(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
 
 
-def read_labels(labels_csv: str | Path, column: str = "label") -> dict[str, str]:
-    """``file -> label`` from a CSV with a ``file`` column and a label column."""
-    path = Path(labels_csv)
-    if not path.is_file():
+def _scan_fsspec(root: str, exclude, storage_options) -> Iterator[FileEntry]:
+    import fsspec
+
+    fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    base = base.rstrip("/")
+    skip = {str(p).split("://", 1)[-1] for p in exclude if p is not None}
+    for path, info in sorted(fs.find(base, detail=True).items()):
+        rel = path[len(base) :].lstrip("/")
+        if not rel or any(part.startswith(".") for part in rel.split("/")) or path in skip:
+            continue
+        mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or 0
+        if hasattr(mtime, "timestamp"):
+            mtime = mtime.timestamp()
+        yield FileEntry(rel, int(info.get("size") or 0), int(float(mtime) * 1e9))
+
+
+def discover(root: str | Path, exclude: tuple[str | Path | None, ...] = ()) -> list[str]:
+    """Sorted relative paths of :func:`scan`."""
+    return [e.path for e in scan(root, exclude)]
+
+
+def read_labels(labels_csv: str | Path, column: str = "label", storage_options: dict | None = None) -> dict[str, str]:
+    """``file -> label`` from a CSV with a ``file`` column and a label column (extra columns ignored).
+
+    A file named twice keeps its first label.
+    """
+    text = _read_text(str(labels_csv), storage_options)
+    reader = csv.DictReader(io.StringIO(text))
+    fields = reader.fieldnames or []
+    if "file" not in fields or column not in fields:
+        raise InputError(f"{labels_csv} needs columns 'file' and '{column}' (has: {', '.join(fields) or 'none'})")
+    labels: dict[str, str] = {}
+    for row in reader:
+        name = (row.get("file") or "").strip()
+        if name and name not in labels:
+            labels[name] = (row.get(column) or "").strip()
+    return labels
+
+
+def _read_text(path: str, storage_options: dict | None) -> str:
+    if is_url(path):
+        import fsspec
+
+        try:
+            with fsspec.open(path, "rt", encoding="utf-8", **(storage_options or {})) as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise InputError(f"labels file not found: {path}") from None
+    p = Path(path)
+    if not p.is_file():
         raise InputError(f"labels file not found: {path}")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        if "file" not in fields or column not in fields:
-            raise InputError(f"{path} needs columns 'file' and '{column}' (has: {', '.join(fields) or 'none'})")
-        return {row["file"].strip(): row[column].strip() for row in reader if row.get("file")}
+    return p.read_text(encoding="utf-8")
+
+
+def label_lookup(labels: dict[str, str]) -> Callable[[str], str]:
+    """Label of a relative path ("" when unlabelled); a CSV may name files by relative path or by name."""
+    by_name = {Path(k).name: v for k, v in labels.items()}
+    return lambda p: labels.get(p, by_name.get(Path(p).name, ""))
 
 
 def labels_for(paths: list[str], labels: dict[str, str]) -> list[str]:
-    """Label of each path ("" when unlabelled); a CSV may name files by relative path or by name."""
-    by_name = {Path(k).name: v for k, v in labels.items()}
-    return [labels.get(p, by_name.get(Path(p).name, "")) for p in paths]
+    lookup = label_lookup(labels)
+    return [lookup(p) for p in paths]

@@ -7,8 +7,11 @@ task runner; training and clustering run in the flow process. Call through
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.config import Config
-from flows.corpus import discover, labels_for, read_labels
+from flows.corpus import is_url, label_lookup, read_labels, scan
 from storage import Store
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
@@ -27,44 +30,94 @@ from tasks.report import cluster_and_report_task
 from tasks.train import train_autoencoder_task
 
 
-def _wait_all(futures, stage: str) -> list:
-    """Wait for every future, logging progress; raise if any failed."""
+def run_windowed(submit, items: list, window: int, stage: str) -> list:
+    """Submit ``submit(item)`` for every item with at most ``window`` in flight; log progress.
+
+    Every item runs even if some fail; failures are raised together at the end.
+    """
     logger = get_run_logger()
-    results, total = [], len(futures)
-    for i, fut in enumerate(as_completed(futures), 1):
-        results.append(fut.result())
-        if i == total or i % max(1, total // 10) == 0:
-            logger.info("%s: %d/%d batches done", stage, i, total)
+    pending, in_flight, results, failures = iter(items), [], [], []
+    total = len(items)
+    for item in islice(pending, max(1, window)):
+        in_flight.append(submit(item))
+    done = 0
+    while in_flight:
+        fut = next(as_completed(in_flight))
+        in_flight.remove(fut)
+        try:
+            results.append(fut.result())
+        except Exception as exc:  # recorded; the other batches go on
+            failures.append(exc)
+        done += 1
+        if done == total or done % max(1, total // 10) == 0:
+            logger.info("%s: %d/%d batches done", stage, done, total)
+        nxt = next(pending, None)
+        if nxt is not None:
+            in_flight.append(submit(nxt))
+    if failures:
+        raise RuntimeError(f"{stage}: {len(failures)} of {total} batches failed; first: {failures[0]}") from failures[0]
     return results
 
 
+def feature_fingerprint(input_dir: str, config: Config) -> str:
+    """What the stored images depend on: the input root, the audio settings and the layout."""
+    key = {"input": _root_id(input_dir), "audio": asdict(config.audio_spec()), "geometry": asdict(config.geometry()), "cpc": config.clips_per_chunk}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _root_id(input_dir: str) -> str:
+    return str(input_dir).rstrip("/") if is_url(input_dir) else str(Path(input_dir).resolve())
+
+
 def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str | None, label_column: str) -> dict:
-    """List the corpus, create the store, and fan one task per chunk of clips over Dask."""
-    paths = discover(input_dir, exclude=(labels,) if labels else ())
-    if not paths:
-        raise ValueError(f"no files under {input_dir}")
-    clip_labels = labels_for(paths, read_labels(labels, label_column)) if labels else [""] * len(paths)
-    store = Store.create(
+    """Sync the store's manifest with the corpus and process the chunks that hold new or changed files."""
+    logger = get_run_logger()
+    label_of = label_lookup(read_labels(labels, label_column)) if labels else None
+    store, created = Store.open_or_create(
         store_url,
-        paths,
-        clip_labels,
         config.geometry(),
         config.clips_per_chunk,
-        attrs={"input_dir": str(Path(input_dir).resolve()), "audio": config.audio_spec().__dict__, "preset": config.preset},
+        feature_fingerprint(input_dir, config),
+        attrs={"input_dir": _root_id(input_dir), "audio": asdict(config.audio_spec()), "preset": config.preset},
+    )
+    sync = store.sync_manifest(scan(input_dir, exclude=(labels,)), label_of)
+    if not sync["listed"]:
+        raise ValueError(f"no files under {input_dir}")
+    batches = store.pending_batches()
+    logger.info(
+        "%s store: %d files listed, %d new, %d changed, %d removed; %d of %d chunks to process",
+        "new" if created else "existing", sync["listed"], sync["new"], sync["changed"], sync["removed"],
+        len(batches), len(store.clip_batches()),
     )
     spec = config.audio_spec()
-    futures = [preprocess_batch_task.submit(store_url, str(input_dir), s, e, spec) for s, e in store.clip_batches()]
-    results = _wait_all(futures, "preprocess")
-    stored = sum(r["stored"] for r in results)
-    return {"found": len(paths), "stored": stored, "rejected": len(paths) - stored}
+    run_windowed(
+        lambda b: preprocess_batch_task.submit(store_url, str(input_dir), b[0], b[1], spec),
+        batches, config.max_in_flight, "preprocess",
+    )
+    counts = store.counts()
+    result = {"found": sync["listed"], "stored": counts["ok"], "rejected": counts["rejected"], "pending": counts["pending"],
+              "processed_chunks": len(batches), **{k: sync[k] for k in ("new", "changed", "removed")}}
+    if result["stored"] + result["rejected"] != result["found"]:
+        raise RuntimeError(f"preprocess: {result['found']} files listed but {result['stored']} stored + {result['rejected']} rejected")
+    return result
 
 
-def encode_stage(store_url: str, encoder_path: str, code_size: int) -> int:
+@flow(name="audioclust-preprocess", flow_run_name="preprocess")
+def preprocess_flow(input_dir: str, store: str, config: Config, labels: str | None = None, label_column: str = "label") -> dict:
+    """Only preprocessing: bring ``store`` up to date with ``input_dir`` (incremental)."""
+    return preprocess_stage(input_dir, store, config, labels, label_column)
+
+
+def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_flight: int = 16) -> int:
     """Encode every block chunk on Dask; returns the number of blocks encoded."""
     store = Store.open(store_url, mode="r+")
     store.create_codes(code_size)
-    futures = [encode_range_task.submit(store_url, encoder_path, b0, b1) for b0, b1 in store.iter_block_chunks()]
-    return sum(_wait_all(futures, "encode"))
+    return sum(
+        run_windowed(
+            lambda r: encode_range_task.submit(store_url, encoder_path, r[0], r[1]),
+            list(store.iter_block_chunks()), max_in_flight, "encode",
+        )
+    )
 
 
 @flow(name="audioclust-encode", flow_run_name="encode")
@@ -74,7 +127,7 @@ def encode_flow(store: str, encoder: str, config: Config) -> dict:
 
     code_size = int(np.prod(load_encoder(encoder).output_shape[1:]))
     t = time.perf_counter()
-    blocks = encode_stage(store, encoder, code_size)
+    blocks = encode_stage(store, encoder, code_size, config.max_in_flight)
     return {"blocks": blocks, "encode_s": time.perf_counter() - t}
 
 
@@ -115,7 +168,7 @@ def pipeline(
     timings["train_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    encode_stage(store_url, trained["encoder"], config.model_spec().code_size)
+    encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight)
     timings["encode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
@@ -130,6 +183,7 @@ def pipeline(
         final_loss=trained["final_loss"],
         device=trained["device"],
         preset=config.preset,
+        preprocess=counts,
         input_dir=str(input_dir),
         labels_file=labels,
         timings=timings,

@@ -1,41 +1,62 @@
-"""Zarr v3 layout of one preprocessed corpus.
+"""Zarr v3 layout of one preprocessed corpus, with its manifest.
 
 One group per corpus; every array's first axis is either the clip or the block.
 Clip ``i`` owns blocks ``i * blocks_per_clip ... (i + 1) * blocks_per_clip - 1``.
 
-=========  =====================================  ==========  =========================
+=========  =====================================  ==========  ==========================================
 array      shape                                  dtype       written by
-=========  =====================================  ==========  =========================
-path       (clip,)                                str         flow, at creation
-label      (clip,)                                str         flow, at creation ("" = none)
-ok         (clip,)                                bool        preprocess task
-reason     (clip,)                                str         preprocess task ("" if ok)
-duration   (clip,)                                float32     preprocess task (seconds read)
+=========  =====================================  ==========  ==========================================
+path       (clip,)                                str         flow (manifest): path relative to the input root
+size       (clip,)                                int64       flow (manifest): bytes when listed
+mtime      (clip,)                                int64       flow (manifest): modification time, ns
+label      (clip,)                                str         flow (manifest): "" = none
+status     (clip,)                                int8        flow sets PENDING / REMOVED; tasks set OK / REJECTED
+hash       (clip,)                                str         preprocess task: BLAKE2b-128 of the file's bytes
+reason     (clip,)                                str         preprocess task: why a clip was rejected ("" if ok)
+duration   (clip,)                                float32     preprocess task: seconds decoded
 image      (clip, freq, frame, channel)           float16     preprocess task, in [0, 1]
 blocks     (block, row, col, channel)             float16     preprocess task, in [0, 1]
 codes      (block, code)                          float32     encode task
-=========  =====================================  ==========  =========================
+=========  =====================================  ==========  ==========================================
 
-Chunks along the first axis hold ``clips_per_chunk`` clips (and their blocks), so a
-task that owns clips ``[start, stop)`` of one chunk writes whole chunks only and
-never races another task (zarr v3 has no locks). Arrays and attributes are created
-by the flow process only; tasks write array regions.
+Chunks along the first axis hold ``clips_per_chunk`` clips (and their blocks), so a task
+that owns one chunk writes whole chunks only and never races another task (zarr v3 has
+no locks). Arrays, attributes and the manifest columns are written by the flow process
+only, before the tasks that read them start.
 
-A clip that could not be used stays in the store with ``ok = False`` and a reason:
-every input is either stored or rejected, and the rejects are a query, not a copy.
+The manifest makes preprocessing incremental: new files are appended (from the next chunk
+boundary; slots in between stay VACANT), files whose size or modification time changed
+go back to PENDING, vanished files become REMOVED, and only chunks holding PENDING clips
+are processed. A task sets its chunk's status last, so a chunk interrupted mid-write
+stays PENDING and is redone by the next run.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
 FORMAT = "audioclust-store"
-VERSION = 1
+VERSION = 2
+
+VACANT, PENDING, OK, REJECTED, REMOVED = 0, 1, 2, 3, 4
+STATUS_NAMES = {VACANT: "vacant", PENDING: "pending", OK: "ok", REJECTED: "rejected", REMOVED: "removed"}
+
+CLIP_ARRAYS: dict[str, tuple[Any, Any]] = {
+    "path": (str, ""),
+    "size": ("int64", -1),
+    "mtime": ("int64", 0),
+    "label": (str, ""),
+    "status": ("int8", VACANT),
+    "hash": (str, ""),
+    "reason": (str, ""),
+    "duration": ("float32", 0.0),
+}
 
 
 class StoreError(Exception):
@@ -75,12 +96,29 @@ class Geometry:
         return self.block, self.block, self.channels
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """One listed input file."""
+
+    path: str  # relative to the input root, POSIX separators
+    size: int
+    mtime: int  # nanoseconds
+
+
 def _compressors() -> list[BloscCodec]:
     return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
 
 
+def file_hash(fh, block: int = 1 << 20) -> str:
+    """BLAKE2b-128 of an open binary file, read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    while chunk := fh.read(block):
+        h.update(chunk)
+    return h.hexdigest()
+
+
 class Store:
-    """A corpus store: open with :meth:`open`, make with :meth:`create`."""
+    """A corpus store: :meth:`open` one, :meth:`create` an empty one, or :meth:`open_or_create`."""
 
     def __init__(self, group: zarr.Group, url: str):
         self.group = group
@@ -88,9 +126,10 @@ class Store:
         attrs = dict(group.attrs)
         if attrs.get("format") != FORMAT:
             raise StoreError(f"{url} is not an audioclust store (no '{FORMAT}' format attribute)")
+        if attrs.get("version") != VERSION:
+            raise StoreError(f"{url} is store version {attrs.get('version')}, this tool reads version {VERSION}")
         self.attrs = attrs
         self.geometry = Geometry(**attrs["geometry"])
-        self.n_clips = int(attrs["n_clips"])
         self.clips_per_chunk = int(attrs["clips_per_chunk"])
 
     # -- opening -----------------------------------------------------------------
@@ -106,44 +145,30 @@ class Store:
     def create(
         cls,
         url: str,
-        paths: list[str],
-        labels: list[str],
         geometry: Geometry,
         clips_per_chunk: int,
         attrs: dict[str, Any] | None = None,
         storage_options: dict | None = None,
     ) -> "Store":
-        """Create (or replace) a store for ``paths``; audio arrays start empty."""
-        if len(paths) != len(labels):
-            raise ValueError("paths and labels differ in length")
-        n = len(paths)
+        """Create (or replace) an empty store; :meth:`sync_manifest` adds the clips."""
         group = zarr.open_group(url, mode="w", storage_options=storage_options)
         group.attrs.update(
             {
                 "format": FORMAT,
                 "version": VERSION,
-                "n_clips": n,
                 "clips_per_chunk": clips_per_chunk,
                 "geometry": asdict(geometry),
                 "blocks_per_clip": geometry.blocks_per_clip,
+                "status_codes": {str(k): v for k, v in STATUS_NAMES.items()},
                 **(attrs or {}),
             }
         )
         cpc, bpc = clips_per_chunk, geometry.blocks_per_clip
-        clip_arrays = {
-            "path": (str, ""),
-            "label": (str, ""),
-            "reason": (str, ""),
-            "ok": ("bool", False),
-            "duration": ("float32", 0.0),
-        }
-        for name, (dtype, fill) in clip_arrays.items():
-            group.create_array(
-                name, shape=(n,), chunks=(cpc,), dtype=dtype, fill_value=fill, dimension_names=("clip",)
-            )
+        for name, (dtype, fill) in CLIP_ARRAYS.items():
+            group.create_array(name, shape=(0,), chunks=(cpc,), dtype=dtype, fill_value=fill, dimension_names=("clip",))
         group.create_array(
             "image",
-            shape=(n, *geometry.image_shape),
+            shape=(0, *geometry.image_shape),
             chunks=(cpc, *geometry.image_shape),
             dtype="float16",
             fill_value=0.0,
@@ -152,17 +177,144 @@ class Store:
         )
         group.create_array(
             "blocks",
-            shape=(n * bpc, *geometry.block_shape),
+            shape=(0, *geometry.block_shape),
             chunks=(cpc * bpc, *geometry.block_shape),
             dtype="float16",
             fill_value=0.0,
             compressors=_compressors(),
             dimension_names=("block", "row", "col", "channel"),
         )
-        if n:
-            group["path"][:] = np.asarray(paths, dtype=str)
-            group["label"][:] = np.asarray(labels, dtype=str)
         return cls(group, url)
+
+    @classmethod
+    def open_or_create(
+        cls,
+        url: str,
+        geometry: Geometry,
+        clips_per_chunk: int,
+        fingerprint: str,
+        attrs: dict[str, Any] | None = None,
+        storage_options: dict | None = None,
+    ) -> tuple["Store", bool]:
+        """The store at ``url`` if it was made with the same ``fingerprint``, else a new empty one.
+
+        Returns ``(store, created)``.
+        """
+        try:
+            store = cls.open(url, mode="r+", storage_options=storage_options)
+            if store.attrs.get("fingerprint") == fingerprint:
+                return store, False
+        except StoreError:
+            pass
+        return cls.create(url, geometry, clips_per_chunk, {**(attrs or {}), "fingerprint": fingerprint}, storage_options), True
+
+    # -- geometry of the work -------------------------------------------------------
+    @property
+    def n_clips(self) -> int:
+        return int(self.group["path"].shape[0])
+
+    @property
+    def n_blocks(self) -> int:
+        return self.n_clips * self.geometry.blocks_per_clip
+
+    def clip_batches(self) -> list[tuple[int, int]]:
+        """Chunk-aligned clip ranges ``[start, stop)``: one task each."""
+        c, n = self.clips_per_chunk, self.n_clips
+        return [(s, min(s + c, n)) for s in range(0, n, c)]
+
+    def pending_batches(self) -> list[tuple[int, int]]:
+        status = self.read("status")
+        return [(s, e) for s, e in self.clip_batches() if (status[s:e] == PENDING).any()]
+
+    def block_range(self, start: int, stop: int) -> tuple[int, int]:
+        bpc = self.geometry.blocks_per_clip
+        return start * bpc, stop * bpc
+
+    def iter_block_chunks(self) -> Iterator[tuple[int, int]]:
+        for s, e in self.clip_batches():
+            yield self.block_range(s, e)
+
+    # -- the manifest (flow process only) ---------------------------------------------
+    def _resize(self, n: int) -> None:
+        bpc = self.geometry.blocks_per_clip
+        for name in CLIP_ARRAYS:
+            self.group[name].resize((n,))
+        self.group["image"].resize((n, *self.geometry.image_shape))
+        self.group["blocks"].resize((n * bpc, *self.geometry.block_shape))
+
+    def sync_manifest(self, entries: Iterable[FileEntry], label_of: Callable[[str], str] | None = None) -> dict[str, int]:
+        """Bring the manifest up to date with a listing of the input root.
+
+        New files are appended, changed ones (size or mtime) and returning ones set
+        PENDING, vanished ones REMOVED; labels are rewritten for every listed file.
+        Returns counts: listed, new, changed, removed.
+        """
+        n = self.n_clips
+        paths = self.read("path").tolist()
+        size, mtime, status = self.read("size"), self.read("mtime"), self.read("status")
+        index = {p: i for i, p in enumerate(paths) if status[i] != VACANT}
+        seen = np.zeros(n, bool)
+        new: list[FileEntry] = []
+        changed = 0
+        for e in entries:
+            i = index.get(e.path)
+            if i is None:
+                new.append(e)
+                continue
+            seen[i] = True
+            if status[i] == PENDING or status[i] == REMOVED or size[i] != e.size or mtime[i] != e.mtime:
+                changed += int(status[i] != PENDING)
+                size[i], mtime[i], status[i] = e.size, e.mtime, PENDING
+        gone = ~seen & (status != VACANT) & (status != REMOVED)
+        status[gone] = REMOVED
+        if new:
+            start = -(-n // self.clips_per_chunk) * self.clips_per_chunk  # next chunk boundary
+            total = start + len(new)
+            self._resize(total)
+            pad = start - n
+            paths += [""] * pad + [e.path for e in new]
+            size = np.concatenate([size, np.full(pad, -1, "int64"), [e.size for e in new]]).astype("int64")
+            mtime = np.concatenate([mtime, np.zeros(pad, "int64"), [e.mtime for e in new]]).astype("int64")
+            status = np.concatenate([status, np.full(pad, VACANT, "int8"), np.full(len(new), PENDING, "int8")])
+        listed = (status != VACANT) & (status != REMOVED)
+        if len(paths):
+            label_of = label_of or (lambda p: "")
+            g = self.group
+            g["path"][:] = np.asarray(paths, dtype=str)
+            g["size"][:] = size
+            g["mtime"][:] = mtime
+            g["status"][:] = status
+            g["label"][:] = np.asarray([(label_of(p) or "") if listed[i] else "" for i, p in enumerate(paths)], dtype=str)
+        return {"listed": int(listed.sum()), "new": len(new), "changed": changed, "removed": int(gone.sum())}
+
+    # -- writes (tasks) -------------------------------------------------------------
+    def _check_aligned(self, start: int, stop: int) -> None:
+        c = self.clips_per_chunk
+        if start % c or not (stop - start == c or stop == self.n_clips) or stop <= start:
+            raise StoreError(f"clip range [{start}, {stop}) is not one whole chunk of {c} clips")
+
+    def write_clips(
+        self,
+        start: int,
+        *,
+        status: np.ndarray,
+        reasons: list[str],
+        hashes: list[str],
+        durations: np.ndarray,
+        images: np.ndarray,
+        blocks: np.ndarray,
+    ) -> None:
+        """Write one whole chunk of clips; the status goes last."""
+        stop = start + len(status)
+        self._check_aligned(start, stop)
+        b0, b1 = self.block_range(start, stop)
+        g = self.group
+        g["image"][start:stop] = images.astype("float16")
+        g["blocks"][b0:b1] = blocks.astype("float16")
+        g["duration"][start:stop] = np.asarray(durations, dtype="float32")
+        g["reason"][start:stop] = np.asarray(reasons, dtype=str)
+        g["hash"][start:stop] = np.asarray(hashes, dtype=str)
+        g["status"][start:stop] = np.asarray(status, dtype="int8")
 
     def create_codes(self, code_size: int) -> None:
         """(Re)create the codes array; called by the flow before encode tasks run."""
@@ -178,47 +330,6 @@ class Store:
             overwrite=True,
         )
 
-    # -- geometry of the work -------------------------------------------------------
-    @property
-    def n_blocks(self) -> int:
-        return self.n_clips * self.geometry.blocks_per_clip
-
-    def clip_batches(self) -> list[tuple[int, int]]:
-        """Chunk-aligned clip ranges ``[start, stop)``: one task each."""
-        c = self.clips_per_chunk
-        return [(s, min(s + c, self.n_clips)) for s in range(0, self.n_clips, c)]
-
-    def block_range(self, start: int, stop: int) -> tuple[int, int]:
-        bpc = self.geometry.blocks_per_clip
-        return start * bpc, stop * bpc
-
-    # -- writes (tasks) -------------------------------------------------------------
-    def _check_aligned(self, start: int, stop: int) -> None:
-        c = self.clips_per_chunk
-        if start % c or not (stop - start == c or stop == self.n_clips) or stop <= start:
-            raise StoreError(f"clip range [{start}, {stop}) is not one whole chunk of {c} clips")
-
-    def write_clips(
-        self,
-        start: int,
-        images: np.ndarray,
-        ok: np.ndarray,
-        reasons: list[str],
-        durations: np.ndarray,
-        blocks: np.ndarray,
-    ) -> None:
-        """Write one whole chunk of clips: images, blocks and per-clip status."""
-        stop = start + len(ok)
-        self._check_aligned(start, stop)
-        b0, b1 = self.block_range(start, stop)
-        g = self.group
-        g["image"][start:stop] = images.astype("float16")
-        g["blocks"][b0:b1] = blocks.astype("float16")
-        g["duration"][start:stop] = np.asarray(durations, dtype="float32")
-        g["reason"][start:stop] = np.asarray(reasons, dtype=str)
-        # status last: a clip is ok only once its data is fully written
-        g["ok"][start:stop] = np.asarray(ok, dtype=bool)
-
     def write_codes(self, start_block: int, codes: np.ndarray) -> None:
         self.group["codes"][start_block : start_block + len(codes)] = codes.astype("float32")
 
@@ -231,15 +342,21 @@ class Store:
             data = data.astype(object).astype(str)
         return data
 
+    def ok(self) -> np.ndarray:
+        """Boolean mask of stored clips (status OK)."""
+        return self.read("status") == OK
+
     def blocks(self, start: int, stop: int) -> np.ndarray:
         """Blocks ``[start, stop)`` as float32 in [0, 1]."""
         return self.read("blocks", start, stop).astype("float32")
 
-    def iter_block_chunks(self) -> Iterator[tuple[int, int]]:
-        for s, e in self.clip_batches():
-            yield self.block_range(s, e)
-
     def rejects(self) -> list[tuple[str, str]]:
-        ok = self.read("ok")
+        """``(path, reason)`` of every listed file that could not be used."""
+        status = self.read("status")
         paths, reasons = self.read("path"), self.read("reason")
-        return [(str(paths[i]), str(reasons[i]) or "not processed") for i in np.flatnonzero(~ok)]
+        idx = np.flatnonzero((status == REJECTED) | (status == PENDING))
+        return [(str(paths[i]), str(reasons[i]) if status[i] == REJECTED else "not processed") for i in idx]
+
+    def counts(self) -> dict[str, int]:
+        status = self.read("status")
+        return {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}

@@ -43,37 +43,47 @@ class AudioSpec:
         return max(1, self.n_samples // self.frames)
 
 
-def native_sample_rate(path: str) -> int:
-    import soundfile as sf  # libsndfile reads wav, flac, ogg/vorbis/opus and mp3
-
-    return int(sf.info(path).samplerate)
-
-
 def load_clip(path: str, spec: AudioSpec) -> tuple[np.ndarray, float]:
-    """Decode ``path`` to mono at ``spec.sample_rate``, padded/trimmed to ``spec.duration``.
+    """Decode ``path`` (a local path or an fsspec URL) to mono at ``spec.sample_rate``,
+    padded/trimmed to ``spec.duration``.
 
     Only the first ``duration`` seconds are decoded, so an hour-long file costs what a
     5 s one does. Returns the signal and the seconds actually read.
     """
-    import librosa
-
-    ext = os.path.splitext(path)[1].lower()
+    ext = os.path.splitext(str(path))[1].lower()
     if ext not in AUDIO_EXTENSIONS:
         raise Rejected(f"unsupported format '{ext or '(none)'}' (expected {', '.join(AUDIO_EXTENSIONS)})")
+    if "://" in str(path):
+        import fsspec
+
+        try:
+            with fsspec.open(path, "rb") as fh:
+                return _decode(fh, fh.size, spec)
+        except FileNotFoundError as exc:
+            raise Rejected(f"unreadable: {exc}") from exc
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         raise Rejected(f"unreadable: {exc.strerror or exc}") from exc
+    return _decode(path, size, spec)
+
+
+def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
+    import librosa
+    import soundfile as sf  # libsndfile reads wav, flac, ogg/vorbis/opus and mp3
+
     if size == 0:
         raise Rejected("empty file (0 bytes)")
     try:
-        rate = native_sample_rate(path)
+        rate = int(sf.info(source).samplerate)
     except Exception as exc:
         raise Rejected(f"undecodable: {_short(exc)}") from exc
     if rate < spec.min_sample_rate:
         raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
-    try:  # native rate first, so the samples can be checked before resampling
-        y, rate = librosa.load(path, sr=None, mono=False, duration=spec.duration)
+    if hasattr(source, "seek"):
+        source.seek(0)
+    try:  # native rate and channels first, so the samples can be checked before mixing and resampling
+        y, rate = librosa.load(source, sr=None, mono=False, duration=spec.duration)
     except Exception as exc:
         raise Rejected(f"undecodable: {_short(exc)}") from exc
     if y.size == 0:

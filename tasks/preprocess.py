@@ -1,4 +1,8 @@
-"""One chunk of clips: files -> images and blocks -> one whole-chunk write to the store."""
+"""One chunk of clips: files -> images and blocks -> one whole-chunk write to the store.
+
+Only the chunk's PENDING clips are decoded; its other clips are rewritten unchanged, so
+the task always writes whole chunks.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +13,68 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from storage import Store
+from storage.store import OK, PENDING, REJECTED, file_hash
 from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks
 
 
-def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
-    """Decode clips ``[start, stop)`` (paths relative to ``root``) and write their chunk.
+def source_path(root: str, rel: str) -> str:
+    """``root/rel``, refusing a manifest path that would leave the input root."""
+    if "://" in root:
+        if rel.startswith("/") or ".." in rel.split("/"):
+            raise Rejected(f"path outside the input root: {rel}")
+        return f"{root.rstrip('/')}/{rel}"
+    base = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(base, rel))
+    if os.path.commonpath([base, full]) != base:
+        raise Rejected(f"path outside the input root: {rel}")
+    return full
 
-    A file that fails is recorded with its reason; the batch itself only fails on
-    store errors (which are worth a retry).
+
+def content_hash(path: str) -> str:
+    if "://" in path:
+        import fsspec
+
+        with fsspec.open(path, "rb") as fh:
+            return file_hash(fh)
+    with open(path, "rb") as fh:
+        return file_hash(fh)
+
+
+def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
+    """Decode the PENDING clips of chunk ``[start, stop)`` and write the whole chunk.
+
+    A file that fails is recorded with its reason; the batch itself only fails on store
+    errors (worth a retry).
     """
     store = Store.open(store_url, mode="r+")
-    geo = store.geometry
+    bpc = store.geometry.blocks_per_clip
+    b0, b1 = store.block_range(start, stop)
+    status = store.read("status", start, stop)
     paths = store.read("path", start, stop)
-    n = stop - start
-    images = np.zeros((n, *geo.image_shape), np.float32)
-    ok = np.zeros(n, bool)
-    reasons = [""] * n
-    durations = np.zeros(n, np.float32)
-    for i, rel in enumerate(paths):
+    todo = np.flatnonzero(status == PENDING)
+    images = store.read("image", start, stop).astype(np.float32)
+    blocks = store.read("blocks", b0, b1).astype(np.float32)
+    reasons = list(store.read("reason", start, stop))
+    hashes = list(store.read("hash", start, stop))
+    durations = store.read("duration", start, stop)
+    for i in todo:
+        images[i] = 0.0
+        blocks[i * bpc : (i + 1) * bpc] = 0.0
         try:
-            y, durations[i] = load_clip(os.path.join(root, str(rel)), spec)
+            path = source_path(root, str(paths[i]))
+            try:
+                hashes[i] = content_hash(path)
+            except OSError as exc:
+                raise Rejected(f"unreadable: {exc.strerror or exc}") from exc
+            y, durations[i] = load_clip(path, spec)
             images[i] = image(y, spec)
-            ok[i] = True
+            blocks[i * bpc : (i + 1) * bpc] = to_blocks(images[i], store.geometry.block)
+            status[i], reasons[i] = OK, ""
         except Rejected as exc:
-            reasons[i] = str(exc)
-    blocks = np.concatenate([to_blocks(im, geo.block) for im in images]) if n else images
-    store.write_clips(start, images, ok, reasons, durations, blocks)
-    return {"start": start, "stop": stop, "stored": int(ok.sum()), "rejected": int(n - ok.sum())}
+            status[i], reasons[i] = REJECTED, str(exc)
+    store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, images=images, blocks=blocks)
+    done = status[todo]
+    return {"start": start, "stop": stop, "stored": int((done == OK).sum()), "rejected": int((done == REJECTED).sum())}
 
 
 @task(
@@ -44,11 +83,9 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_jitter_factor=0.5,
-    cache_policy=NO_CACHE,  # writes the store: never skipped
+    cache_policy=NO_CACHE,  # writes the store: never skipped; the manifest decides what is redone
 )
 def preprocess_batch_task(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
     result = preprocess_batch(store_url, root, start, stop, spec)
-    get_run_logger().info(
-        "clips %d-%d: %d stored, %d rejected", start, stop, result["stored"], result["rejected"]
-    )
+    get_run_logger().info("clips %d-%d: %d stored, %d rejected", start, stop, result["stored"], result["rejected"])
     return result

@@ -23,7 +23,7 @@ def cluster_and_report(
     store = Store.open(store_url)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ok = store.read("ok")
+    ok = store.ok()
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
     features = clip_features(store.read("codes"), store.geometry.blocks_per_clip)[ok]
@@ -42,8 +42,9 @@ def cluster_and_report(
     labelled = labels[ok] != ""
     scores = evaluate(paths[ok][labelled], labels[ok][labelled], pred[labelled], split_seed) if labelled.any() else {}
     sizes = np.bincount(pred, minlength=k).tolist()
+    counts = store.counts()
     metrics = {
-        "found": int(store.n_clips),
+        "found": counts["ok"] + counts["rejected"] + counts["pending"],
         "stored": int(ok.sum()),
         "rejected": len(rejects),
         "labelled": int(labelled.sum()),

@@ -210,7 +210,7 @@ def train_autoencoder(
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
     store = Store.open(store_url)
-    train_clips, val_clips = split_clips(store.read("ok"), train.validation_fraction, train.seed)
+    train_clips, val_clips = split_clips(store.ok(), train.validation_fraction, train.seed)
     if not train_clips.any():
         raise ValueError("no stored clips to train on: every input was rejected")
     stream = BlockStream(store, train_clips, shuffle=True, shuffle_chunks=train.shuffle_chunks, seed=train.seed)

@@ -46,7 +46,7 @@ def test_store_holds_every_input(pipeline_run):
     out, metrics = pipeline_run
     store = Store.open(str(out / "store.zarr"))
     assert store.n_clips == 42 and store.n_blocks == 42 * 6
-    ok = store.read("ok")
+    ok = store.ok()
     assert ok.sum() == 40
     assert dict(store.rejects()) == {
         "empty.wav": "empty file (0 bytes)",

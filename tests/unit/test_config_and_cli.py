@@ -51,6 +51,7 @@ runner = CliRunner()
         (["run", "/does/not/exist"], "input folder not found"),
         (["run", ".", "--preset", "huge"], "unknown preset"),
         (["run", ".", "--labels", "/no/labels.csv"], "labels file not found"),
+        (["preprocess", "/does/not/exist", "--store", "/tmp/x.zarr"], "input folder not found"),
         (["run", ".", "--config", "/no/c.toml"], "config file not found"),
     ],
 )
@@ -62,7 +63,7 @@ def test_cli_errors_are_one_line(args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"], ["preprocess", "--help"]])
 def test_help(cmd):
     result = runner.invoke(app, cmd)
     assert result.exit_code == 0 and "Usage" in result.output

@@ -2,13 +2,19 @@ import numpy as np
 import pytest
 
 from storage import Geometry, Store, StoreError
+from storage.store import OK, PENDING, REJECTED, REMOVED, VACANT, FileEntry
 
 SEED_GEOMETRY = Geometry(freq=288, frames=432, block=144, channels=3)
+SMALL = Geometry(freq=64, frames=96, block=32, channels=1)
+
+
+def entries(names, size=10, mtime=1):
+    return [FileEntry(n, size, mtime) for n in names]
 
 
 def test_report_geometry_671_clips_give_4026_blocks(tmp_path):
-    paths = [f"clip{i:03d}.ogg" for i in range(671)]
-    store = Store.create(str(tmp_path / "s.zarr"), paths, [""] * 671, SEED_GEOMETRY, clips_per_chunk=32)
+    store = Store.create(str(tmp_path / "s.zarr"), SEED_GEOMETRY, clips_per_chunk=32)
+    store.sync_manifest(entries(f"clip{i:03d}.ogg" for i in range(671)))
     assert SEED_GEOMETRY.blocks_per_clip == 6
     assert store.n_blocks == 4026
     assert store.group["blocks"].shape == (4026, 144, 144, 3)
@@ -19,29 +25,60 @@ def test_report_geometry_671_clips_give_4026_blocks(tmp_path):
 
 
 def test_layout_chunks_and_dimension_names(tmp_path):
-    geo = Geometry(freq=64, frames=96, block=32, channels=1)
-    store = Store.create(str(tmp_path / "s.zarr"), ["a.wav", "b.wav", "c.wav"], ["x", "y", ""], geo, clips_per_chunk=2)
+    store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=2)
+    store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]), {"a.wav": "x", "b.wav": "y"}.get)
     g = store.group
     assert g["blocks"].chunks == (12, 32, 32, 1)
     assert g["image"].chunks == (2, 64, 96, 1)
     assert g["image"].metadata.dimension_names == ("clip", "freq", "frame", "channel")
     assert g.attrs["geometry"] == {"freq": 64, "frames": 96, "block": 32, "channels": 1}
     assert list(store.read("label")) == ["x", "y", ""]
-    # nothing written yet: every clip counts as a reject
-    assert [p for p, _ in store.rejects()] == ["a.wav", "b.wav", "c.wav"]
+    # nothing processed yet: every listed file is pending, and counted among the rejects
+    assert [r for r in store.rejects()] == [("a.wav", "not processed"), ("b.wav", "not processed"), ("c.wav", "not processed")]
+
+
+def test_manifest_appends_marks_changes_and_removals(tmp_path):
+    store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=4)
+    assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"])) == {"listed": 3, "new": 3, "changed": 0, "removed": 0}
+    status = store.read("status")
+    status[:] = OK
+    store.group["status"][:] = status
+    assert store.pending_batches() == []
+    # unchanged listing: nothing to do
+    assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]))["changed"] == 0 and store.pending_batches() == []
+    # b changed, c removed, d and e new: appended from the next chunk boundary
+    sync = store.sync_manifest([FileEntry("a.wav", 10, 1), FileEntry("b.wav", 10, 2), FileEntry("d.wav", 1, 1), FileEntry("e.wav", 1, 1)])
+    assert sync == {"listed": 4, "new": 2, "changed": 1, "removed": 1}
+    assert list(store.read("status")) == [OK, PENDING, REMOVED, VACANT, PENDING, PENDING]
+    assert list(store.read("path")) == ["a.wav", "b.wav", "c.wav", "", "d.wav", "e.wav"]
+    assert store.pending_batches() == [(0, 4), (4, 6)]
+    # c comes back: pending again, in its old slot
+    store.sync_manifest(entries(["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]))
+    assert store.read("status")[2] == PENDING
 
 
 def test_writes_must_be_whole_chunks_and_roundtrip(tmp_path):
-    geo = Geometry(freq=64, frames=96, block=32, channels=1)
-    store = Store.create(str(tmp_path / "s.zarr"), [f"{i}.wav" for i in range(3)], [""] * 3, geo, clips_per_chunk=2)
+    store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=2)
+    store.sync_manifest(entries(["0.wav", "1.wav", "2.wav"]))
     img = np.random.default_rng(0).random((1, 64, 96, 1)).astype(np.float32)
-    blocks = np.zeros((6, 32, 32, 1), np.float32)
+    kw = dict(reasons=["silent"], hashes=["h"], durations=np.array([5.0]), images=img, blocks=np.zeros((6, 32, 32, 1)))
     with pytest.raises(StoreError, match="whole chunk"):
-        store.write_clips(1, img, np.array([True]), [""], np.array([5.0]), blocks)
-    store.write_clips(2, img, np.array([False]), ["silent"], np.array([5.0]), blocks)
+        store.write_clips(1, status=np.array([REJECTED]), **kw)
+    store.write_clips(2, status=np.array([REJECTED]), **kw)
     reopened = Store.open(str(tmp_path / "s.zarr"))
     assert reopened.rejects()[-1] == ("2.wav", "silent")
+    assert reopened.counts()["rejected"] == 1 and reopened.counts()["pending"] == 2
     np.testing.assert_allclose(reopened.read("image", 2, 3), img, atol=1e-3)  # float16 storage
+
+
+def test_open_or_create_keeps_a_matching_store_and_replaces_another(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store, created = Store.open_or_create(url, SMALL, 2, "fp1")
+    store.sync_manifest(entries(["a.wav"]))
+    again, created2 = Store.open_or_create(url, SMALL, 2, "fp1")
+    assert created and not created2 and again.n_clips == 1
+    other, created3 = Store.open_or_create(url, SMALL, 2, "fp2")
+    assert created3 and other.n_clips == 0
 
 
 def test_opening_something_else_fails_clearly(tmp_path):
@@ -52,3 +89,16 @@ def test_opening_something_else_fails_clearly(tmp_path):
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
     with pytest.raises(StoreError, match="not an audioclust store"):
         Store.open(str(tmp_path / "other.zarr"))
+
+
+def test_store_is_readable_by_dask_and_xarray(tmp_path):
+    import dask.array as da
+    import xarray as xr
+
+    store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=2)
+    store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]))
+    blocks = da.from_zarr(str(tmp_path / "s.zarr"), component="blocks")
+    assert blocks.shape == (18, 32, 32, 1) and blocks.chunks[0] == (12, 6)
+    ds = xr.open_zarr(str(tmp_path / "s.zarr"), consolidated=False)
+    assert ds["image"].dims == ("clip", "freq", "frame", "channel")
+    assert list(ds["path"].values) == ["a.wav", "b.wav", "c.wav"]
