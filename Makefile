@@ -28,3 +28,7 @@ clean:
 .PHONY: bench-train-encode
 bench-train-encode: $(STAMP)   ## training and encoding cost on ../shared/data/esc10
 	$(BIN)/python -m bench.train_encode
+
+.PHONY: bench-preprocess
+bench-preprocess: $(STAMP)   ## preprocessing throughput: esc10 and a synthesized 2 000-clip corpus
+	$(BIN)/python -m bench.preprocess

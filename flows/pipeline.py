@@ -90,13 +90,16 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
         len(batches), len(store.clip_batches()),
     )
     spec = config.audio_spec()
+    t = time.perf_counter()
     run_windowed(
         lambda b: preprocess_batch_task.submit(store_url, str(input_dir), b[0], b[1], spec),
         batches, config.max_in_flight, "preprocess",
     )
+    seconds = time.perf_counter() - t
     counts = store.counts()
     result = {"found": sync["listed"], "stored": counts["ok"], "rejected": counts["rejected"], "pending": counts["pending"],
-              "processed_chunks": len(batches), **{k: sync[k] for k in ("new", "changed", "removed")}}
+              "processed_chunks": len(batches), "process_s": round(seconds, 2),
+              **{k: sync[k] for k in ("new", "changed", "removed")}}
     if result["stored"] + result["rejected"] != result["found"]:
         raise RuntimeError(f"preprocess: {result['found']} files listed but {result['stored']} stored + {result['rejected']} rejected")
     return result

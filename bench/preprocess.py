@@ -1,0 +1,149 @@
+"""Preprocessing throughput and memory (run: python -m bench.preprocess).
+
+For each corpus (esc10 from ../shared/data when present, and a synthesized one of --clips
+clips) prints: a plain single-process loop over the same feature function (the floor), the
+same chunk batches on bare dask.distributed (LocalCluster, 2 workers), and the Prefect flow
+with 1 and 2 workers: clips per second, speed-up over the loop, peak RSS of the largest
+process, and store bytes per clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+import numpy as np  # noqa: E402
+
+from bench.common import SHARED_DATA, PeakRSS, print_table  # noqa: E402
+
+
+def synth_corpus(root: Path, n: int, unique: int = 64) -> Path:
+    """``n`` WAV files: ``unique`` synthesized clips, the rest hard links to them (same decode cost)."""
+    from tasks.synth import FAMILIES, synth_clip
+
+    import soundfile as sf
+
+    audio = root / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    base = []
+    for i in range(min(unique, n)):
+        p = audio / f"u{i:05d}.wav"
+        sf.write(p, synth_clip(FAMILIES[i % len(FAMILIES)], 22050, 5.0, rng), 22050, subtype="PCM_16")
+        base.append(p)
+    for i in range(len(base), n):
+        os.link(base[i % len(base)], audio / f"c{i:07d}.wav")
+    return audio
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def plain_loop(audio: Path, config) -> tuple[float, float, int]:
+    from flows.corpus import scan
+    from tasks.audio import Rejected, image, load_clip, to_blocks
+
+    spec = config.audio_spec()
+    paths = [e.path for e in scan(audio)]
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        for p in paths:
+            try:
+                y, _ = load_clip(str(audio / p), spec)
+                to_blocks(image(y, spec), config.block)
+            except Rejected:
+                pass
+        dt = time.perf_counter() - t
+    return len(paths) / dt, mem.peak_mb, len(paths)
+
+
+def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
+    """The same chunk tasks as the flow, submitted with plain distributed (no Prefect)."""
+    from distributed import Client, LocalCluster, as_completed
+
+    from flows.corpus import scan
+    from flows.pipeline import feature_fingerprint
+    from flows.runtime import worker_env
+    from storage import Store
+    from tasks.preprocess import preprocess_batch
+
+    url = str(work / "bare.zarr")
+    store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
+    store.sync_manifest(scan(audio))
+    with PeakRSS() as mem:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                          host="127.0.0.1", env=worker_env("", 1)) as cluster, Client(cluster) as client:
+            client.wait_for_workers(2)
+            t = time.perf_counter()
+            futs = [client.submit(preprocess_batch, url, str(audio), s, e, config.audio_spec(), pure=False) for s, e in store.pending_batches()]
+            for f in as_completed(futs):
+                f.result()
+            dt = time.perf_counter() - t
+    return store.n_clips / dt, mem.peak_mb, du(Path(url))
+
+
+def flow(audio: Path, config, work: Path, workers: int) -> tuple[float, float, int, float]:
+    """Clips/s of the flow's chunk processing (cluster start excluded, as for bare dask), and its wall time."""
+    from flows.config import load_config
+    from flows.pipeline import preprocess_flow
+    from flows.runtime import run_on_dask
+
+    url = str(work / f"flow{workers}.zarr")
+    cfg = load_config(config.preset, n_workers=workers, dashboard_address="127.0.0.1:0")
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        result = run_on_dask(preprocess_flow, cfg, input_dir=str(audio), store=url)
+        wall = time.perf_counter() - t
+    return result["found"] / result["process_s"], mem.peak_mb, du(Path(url)), wall
+
+
+def bench_corpus(name: str, audio: Path, config, work: Path, rows: list) -> None:
+    rate0, mem0, n = plain_loop(audio, config)
+    rows.append([name, n, "plain loop, 1 process", rate0, 1.0, mem0, "", ""])
+    rate_b, mem_b, size_b = bare_dask(audio, config, work)
+    rows.append([name, n, "bare dask.distributed, 2 workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
+    for w in (1, 2):
+        rate, mem, size, wall = flow(audio, config, work, w)
+        note = f"{rate_b / rate:.2f}x bare dask time; " if w == 2 else ""
+        note += f"{wall:.0f} s wall with cluster start"
+        rows.append([name, n, f"Prefect flow, {w} worker(s)", rate, rate / rate0, mem, size / n, note])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--clips", type=int, default=2000, help="size of the synthesized corpus")
+    ap.add_argument("--preset", default="seed", help="geometry to preprocess with (seed: 288x432x3)")
+    ap.add_argument("--skip-esc10", action="store_true")
+    ap.add_argument("--work", default=None)
+    args = ap.parse_args()
+    from flows.config import load_config
+    from flows.runtime import ensure_prefect_api
+
+    ensure_prefect_api()
+    config = load_config(args.preset, dashboard_address="127.0.0.1:0")
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-preprocess-"))
+    rows: list = []
+    esc10 = SHARED_DATA / "esc10" / "audio"
+    if esc10.is_dir() and not args.skip_esc10:
+        bench_corpus("esc10", esc10, config, work / "esc10", rows)
+    synth = synth_corpus(work / "synth", args.clips)
+    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows)
+    print_table(
+        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {os.cpu_count()} cores",
+        ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],
+        rows,
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
