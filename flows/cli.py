@@ -74,16 +74,21 @@ def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optio
     from flows.pipeline import pipeline
     from flows.runtime import run_on_dask
 
+    from storage import StoreError
+
     t0 = time.perf_counter()
-    metrics = run_on_dask(
-        pipeline,
-        config,
-        input_dir=str(input_dir),
-        labels=str(labels) if labels else None,
-        out=str(out),
-        store=store,
-        label_column=label_column,
-    )
+    try:
+        metrics = run_on_dask(
+            pipeline,
+            config,
+            input_dir=str(input_dir),
+            labels=str(labels) if labels else None,
+            out=str(out),
+            store=store,
+            label_column=label_column,
+        )
+    except StoreError as exc:
+        _fail(str(exc), code=1)
     _print_result(metrics, time.perf_counter() - t0)
     return metrics
 
@@ -145,7 +150,12 @@ def preprocess(
     from flows.pipeline import preprocess_flow
     from flows.runtime import run_on_dask
 
-    result = run_on_dask(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
+    from storage import StoreError
+
+    try:
+        result = run_on_dask(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
+    except StoreError as exc:
+        _fail(str(exc), code=1)
     console.print(
         f"{result['found']} files: {result['stored']} stored, {result['rejected']} rejected "
         f"({result['new']} new, {result['changed']} changed, {result['removed']} removed; "
@@ -173,6 +183,28 @@ def demo(
         str(audio), str(labels), out / "run", None, "label",
         preset=preset, file=config, k=len(FAMILIES), epochs=epochs, n_workers=n_workers,
     )
+
+
+@app.command()
+def verify(store: str = typer.Argument(..., metavar="STORE", help="Zarr store path or URL.")) -> None:
+    """Check a store end to end: every chunk's checksum, no missing data for stored clips, a consistent manifest."""
+    from storage import Store, StoreError
+
+    try:
+        st = Store.open(store)
+    except StoreError as exc:
+        _fail(str(exc))
+    problems = st.verify()
+    counts = st.counts()
+    console.print(
+        f"{store}: {st.n_clips} slots ({counts['ok']} ok, {counts['rejected']} rejected, {counts['pending']} pending, "
+        f"{counts['removed']} removed), {len(list(st.group.array_keys()))} arrays"
+    )
+    for p in problems:
+        err.print(f"[red]problem:[/] {p}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]ok[/]: every chunk read and checked")
 
 
 def main() -> None:  # console-script entry point

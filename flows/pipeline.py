@@ -23,6 +23,7 @@ from prefect.runtime import flow_run
 from flows.config import Config
 from flows.corpus import is_url, label_lookup, read_labels, scan
 from storage import Store
+from storage.lock import store_lock
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
 from tasks.preprocess import preprocess_batch_task
@@ -108,7 +109,12 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
 @flow(name="audioclust-preprocess", flow_run_name="preprocess")
 def preprocess_flow(input_dir: str, store: str, config: Config, labels: str | None = None, label_column: str = "label") -> dict:
     """Only preprocessing: bring ``store`` up to date with ``input_dir`` (incremental)."""
-    return preprocess_stage(input_dir, store, config, labels, label_column)
+    with store_lock(store, _owner()):
+        return preprocess_stage(input_dir, store, config, labels, label_column)
+
+
+def _owner() -> str:
+    return f"flow run '{flow_run.name}' ({flow_run.id})"
 
 
 def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_flight: int = 16) -> int:
@@ -130,7 +136,8 @@ def encode_flow(store: str, encoder: str, config: Config) -> dict:
 
     code_size = int(np.prod(load_encoder(encoder).output_shape[1:]))
     t = time.perf_counter()
-    blocks = encode_stage(store, encoder, code_size, config.max_in_flight)
+    with store_lock(store, _owner()):
+        blocks = encode_stage(store, encoder, code_size, config.max_in_flight)
     return {"blocks": blocks, "encode_s": time.perf_counter() - t}
 
 
@@ -143,21 +150,9 @@ def _run_name() -> str:
     return f"{corpus}-{preset}"
 
 
-@flow(name="audioclust-pipeline", flow_run_name=_run_name)
-def pipeline(
-    input_dir: str,
-    config: Config,
-    labels: str | None = None,
-    out: str = "runs/latest",
-    store: str | None = None,
-    label_column: str = "label",
-) -> dict:
-    """Cluster every clip under ``input_dir``; write the store, model, predictions and metrics under ``out``."""
+def _stages(input_dir: str, store_url: str, out_dir: Path, config: Config, labels, label_column: str, timings: dict):
+    """preprocess -> train -> encode -> cluster and report, timing each stage into ``timings``."""
     logger = get_run_logger()
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store_url = store or str(out_dir / "store.zarr")
-    timings = {}
 
     t = time.perf_counter()
     counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
@@ -177,6 +172,25 @@ def pipeline(
     t = time.perf_counter()
     metrics = cluster_and_report_task(store_url, str(out_dir), config.k, config.n_init, config.seed, config.split_seed)
     timings["cluster_s"] = round(time.perf_counter() - t, 1)
+    return metrics, counts, trained
+
+
+@flow(name="audioclust-pipeline", flow_run_name=_run_name)
+def pipeline(
+    input_dir: str,
+    config: Config,
+    labels: str | None = None,
+    out: str = "runs/latest",
+    store: str | None = None,
+    label_column: str = "label",
+) -> dict:
+    """Cluster every clip under ``input_dir``; write the store, model, predictions and metrics under ``out``."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store_url = store or str(out_dir / "store.zarr")
+    timings = {}
+    with store_lock(store_url, _owner()):
+        metrics, counts, trained = _stages(input_dir, store_url, out_dir, config, labels, label_column, timings)
 
     metrics.update(
         store=store_url,

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 FORMAT = "audioclust-store"
 VERSION = 2
@@ -105,8 +105,12 @@ class FileEntry:
     mtime: int  # nanoseconds
 
 
-def _compressors() -> list[BloscCodec]:
-    return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")]
+DATA_ARRAYS = ("image", "blocks", "codes")  # float arrays: NaN fill, so a missing chunk is visible
+
+
+def _compressors() -> list:
+    """zstd, then a CRC32C checksum of every chunk: garbled bytes fail loudly on read."""
+    return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()]
 
 
 def file_hash(fh, block: int = 1 << 20) -> str:
@@ -165,13 +169,15 @@ class Store:
         )
         cpc, bpc = clips_per_chunk, geometry.blocks_per_clip
         for name, (dtype, fill) in CLIP_ARRAYS.items():
-            group.create_array(name, shape=(0,), chunks=(cpc,), dtype=dtype, fill_value=fill, dimension_names=("clip",))
+            group.create_array(
+                name, shape=(0,), chunks=(cpc,), dtype=dtype, fill_value=fill, compressors=[Crc32cCodec()], dimension_names=("clip",)
+            )
         group.create_array(
             "image",
             shape=(0, *geometry.image_shape),
             chunks=(cpc, *geometry.image_shape),
             dtype="float16",
-            fill_value=0.0,
+            fill_value=np.nan,
             compressors=_compressors(),
             dimension_names=("clip", "freq", "frame", "channel"),
         )
@@ -180,7 +186,7 @@ class Store:
             shape=(0, *geometry.block_shape),
             chunks=(cpc * bpc, *geometry.block_shape),
             dtype="float16",
-            fill_value=0.0,
+            fill_value=np.nan,
             compressors=_compressors(),
             dimension_names=("block", "row", "col", "channel"),
         )
@@ -324,7 +330,7 @@ class Store:
             shape=(self.n_blocks, code_size),
             chunks=(self.clips_per_chunk * bpc, code_size),
             dtype="float32",
-            fill_value=0.0,
+            fill_value=np.nan,
             compressors=_compressors(),
             dimension_names=("block", "code"),
             overwrite=True,
@@ -334,20 +340,65 @@ class Store:
         self.group["codes"][start_block : start_block + len(codes)] = codes.astype("float32")
 
     # -- reads ----------------------------------------------------------------------
-    def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
+    def _array(self, name: str):
         if name not in self.group:
             raise StoreError(f"{self.url} has no array '{name}' (has the stage that writes it run?)")
-        data = self.group[name][start:stop]
+        return self.group[name]
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` of an array; a corrupt chunk raises :class:`StoreError` naming it.
+
+        For the data arrays (image, blocks, codes) the rows of stored clips are checked:
+        a missing chunk reads as NaN and is reported, never returned as data.
+        """
+        arr = self._array(name)
+        try:
+            data = arr[start:stop]
+        except Exception as exc:
+            raise StoreError(self._locate_corruption(name, start, stop, exc)) from exc
         if data.dtype.kind == "T":  # numpy StringDType from zarr's variable-length strings
             data = data.astype(object).astype(str)
+        if name in DATA_ARRAYS:
+            self._check_finite(name, data, 0 if start is None else start)
         return data
+
+    def _locate_corruption(self, name: str, start, stop, exc: Exception) -> str:
+        arr = self.group[name]
+        step = arr.chunks[0]
+        first = (start or 0) // step
+        last = -(-(arr.shape[0] if stop is None else stop) // step)
+        for c in range(first, last):
+            try:
+                arr[c * step : (c + 1) * step]
+            except Exception as inner:
+                return f"{self.url}: array '{name}' chunk {c} (rows {c * step}-{min((c + 1) * step, arr.shape[0]) - 1}) is corrupt: {inner}"
+        return f"{self.url}: array '{name}' could not be read: {exc}"
+
+    def _rows_per_clip(self, name: str) -> int:
+        return 1 if name == "image" else self.geometry.blocks_per_clip
+
+    def _check_finite(self, name: str, data: np.ndarray, start: int) -> None:
+        per = self._rows_per_clip(name)
+        clip0, clip1 = start // per, -(-(start + len(data)) // per)
+        ok = np.repeat(self.group["status"][clip0:clip1] == OK, per)[start - clip0 * per :][: len(data)]
+        if not ok.any():
+            return
+        bad_rows = np.flatnonzero(ok & ~np.isfinite(data.reshape(len(data), -1)).all(axis=1))
+        if len(bad_rows):
+            row = start + int(bad_rows[0])
+            step = self.group[name].chunks[0]
+            raise StoreError(
+                f"{self.url}: array '{name}' chunk {row // step} (rows {row // step * step}-"
+                f"{min((row // step + 1) * step, self.group[name].shape[0]) - 1}) is missing or incomplete: "
+                f"{len(bad_rows)} rows of stored clips hold no data; run `audioclust verify` and re-run the stage that writes it"
+            )
 
     def ok(self) -> np.ndarray:
         """Boolean mask of stored clips (status OK)."""
         return self.read("status") == OK
 
     def blocks(self, start: int, stop: int) -> np.ndarray:
-        """Blocks ``[start, stop)`` as float32 in [0, 1]."""
+        """Blocks ``[start, stop)`` as float32 in [0, 1] (checked: see :meth:`read`)."""
         return self.read("blocks", start, stop).astype("float32")
 
     def rejects(self) -> list[tuple[str, str]]:
@@ -360,3 +411,36 @@ class Store:
     def counts(self) -> dict[str, int]:
         status = self.read("status")
         return {name: int((status == code).sum()) for code, name in STATUS_NAMES.items()}
+
+    def verify(self) -> list[str]:
+        """Read every chunk of every array; return the problems found (empty: the store is sound)."""
+        problems = []
+        for name in sorted(self.group.array_keys()):
+            arr = self.group[name]
+            step = arr.chunks[0]
+            for c in range(-(-arr.shape[0] // step)):
+                try:
+                    self.read(name, c * step, (c + 1) * step)
+                except StoreError as exc:
+                    problems.append(str(exc))
+        try:
+            status = self.read("status")
+            unknown = sorted(set(np.unique(status).tolist()) - set(STATUS_NAMES))
+            if unknown:
+                problems.append(f"{self.url}: array 'status' holds unknown codes {unknown}")
+            paths = self.read("path")
+            mismatch = np.flatnonzero((status == VACANT) != (paths == ""))
+            if len(mismatch):
+                step = self.clips_per_chunk
+                chunks = sorted({int(i) // step for i in mismatch})
+                problems.append(
+                    f"{self.url}: manifest inconsistent in clip chunks {chunks}: {len(mismatch)} slots have a path "
+                    "but no status, or a status but no path (a 'path' or 'status' chunk is missing?)"
+                )
+            n = self.n_clips
+            for name in CLIP_ARRAYS:
+                if self.group[name].shape[0] != n:
+                    problems.append(f"{self.url}: array '{name}' has {self.group[name].shape[0]} rows, 'path' has {n}")
+        except StoreError:
+            pass  # already reported above
+        return problems

@@ -102,3 +102,54 @@ def test_store_is_readable_by_dask_and_xarray(tmp_path):
     ds = xr.open_zarr(str(tmp_path / "s.zarr"), consolidated=False)
     assert ds["image"].dims == ("clip", "freq", "frame", "channel")
     assert list(ds["path"].values) == ["a.wav", "b.wav", "c.wav"]
+
+
+def _filled_store(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store = Store.create(url, SMALL, clips_per_chunk=2)
+    store.sync_manifest(entries(["0.wav", "1.wav", "2.wav", "3.wav"]))
+    rng = np.random.default_rng(0)
+    for s, e in store.clip_batches():
+        img = rng.random((e - s, 64, 96, 1)).astype(np.float32)
+        blocks = rng.random(((e - s) * 6, 32, 32, 1)).astype(np.float32)
+        store.write_clips(s, status=np.full(e - s, OK), reasons=[""] * (e - s), hashes=["h"] * (e - s), durations=np.full(e - s, 5.0), images=img, blocks=blocks)
+    return url
+
+
+def test_a_deleted_chunk_is_reported_not_read_as_data(tmp_path):
+    url = _filled_store(tmp_path)
+    assert Store.open(url).verify() == []
+    (tmp_path / "s.zarr" / "blocks" / "c" / "1" / "0" / "0" / "0").unlink()
+    store = Store.open(url)
+    with pytest.raises(StoreError, match=r"array 'blocks' chunk 1 \(rows 12-23\) is missing"):
+        store.blocks(0, 24)
+    store.blocks(0, 12)  # the intact chunk still reads
+    assert any("'blocks' chunk 1" in p for p in store.verify())
+
+
+def test_a_garbled_chunk_fails_its_checksum(tmp_path):
+    url = _filled_store(tmp_path)
+    chunk = tmp_path / "s.zarr" / "image" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    store = Store.open(url)
+    with pytest.raises(StoreError, match=r"array 'image' chunk 0 \(rows 0-1\) is corrupt: .*checksum"):
+        store.read("image")
+    problems = store.verify()
+    assert len(problems) == 1 and "'image' chunk 0" in problems[0]
+
+
+def test_verify_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    url = _filled_store(tmp_path)
+    ok = CliRunner().invoke(app, ["verify", url])
+    assert ok.exit_code == 0 and "ok" in ok.output
+    (tmp_path / "s.zarr" / "status" / "c" / "0").unlink()
+    bad = CliRunner().invoke(app, ["verify", url])
+    assert bad.exit_code == 1
+    missing = CliRunner().invoke(app, ["verify", str(tmp_path / "nope.zarr")])
+    assert missing.exit_code == 2 and "no store" in missing.output
