@@ -24,11 +24,12 @@ from flows.config import Config
 from flows.corpus import is_url, label_lookup, read_labels, scan
 from storage import Store
 from storage.lock import store_lock
+from tasks.caching import file_digest, report_key, train_key
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
 from tasks.preprocess import preprocess_batch_task
-from tasks.report import cluster_and_report_task
-from tasks.train import train_autoencoder_task
+from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist
+from tasks.train import model_files_exist, train_autoencoder_task
 
 
 def run_windowed(submit, items: list, window: int, stage: str) -> list:
@@ -118,15 +119,32 @@ def _owner() -> str:
 
 
 def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_flight: int = 16) -> int:
-    """Encode every block chunk on Dask; returns the number of blocks encoded."""
+    """Encode every block chunk on Dask; returns the number of blocks encoded.
+
+    Chunks whose codes this encoder already wrote come back Cached; missing ones are redone.
+    """
     store = Store.open(store_url, mode="r+")
-    store.create_codes(code_size)
-    return sum(
-        run_windowed(
-            lambda r: encode_range_task.submit(store_url, encoder_path, r[0], r[1]),
-            list(store.iter_block_chunks()), max_in_flight, "encode",
-        )
-    )
+    store.ensure_codes(code_size, file_digest(encoder_path))
+
+    def submit(r):
+        refresh = not store.codes_present(*r)
+        return encode_range_task.with_options(refresh_cache=refresh).submit(store_url, encoder_path, r[0], r[1])
+
+    return sum(run_windowed(submit, list(store.iter_block_chunks()), max_in_flight, "encode"))
+
+
+def _cached_ok(out_dir: Path, stage: str, key: str, outputs_exist: bool) -> bool:
+    """True when ``stage``'s outputs in ``out_dir`` exist and were made for ``key``."""
+    stamp = out_dir / ".cache-keys.json"
+    keys = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    return outputs_exist and keys.get(stage) == key
+
+
+def _stamp(out_dir: Path, stage: str, key: str) -> None:
+    stamp = out_dir / ".cache-keys.json"
+    keys = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    keys[stage] = key
+    stamp.write_text(json.dumps(keys, indent=1))
 
 
 @flow(name="audioclust-encode", flow_run_name="encode")
@@ -160,7 +178,11 @@ def _stages(input_dir: str, store_url: str, out_dir: Path, config: Config, label
     logger.info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
 
     t = time.perf_counter()
-    trained = train_autoencoder_task(store_url, str(out_dir / "model"), config.model_spec(), config.train_spec())
+    params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model_spec(), train=config.train_spec())
+    key = train_key(None, params)
+    fresh = _cached_ok(out_dir, "train", key, model_files_exist(params["run_dir"]))
+    trained = train_autoencoder_task.with_options(refresh_cache=not fresh)(**params)
+    _stamp(out_dir, "train", key)
     history = json.loads(Path(trained["history"]).read_text())
     plot_loss(history, out_dir / "loss.png")
     timings["train_s"] = round(time.perf_counter() - t, 1)
@@ -170,7 +192,11 @@ def _stages(input_dir: str, store_url: str, out_dir: Path, config: Config, label
     timings["encode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    metrics = cluster_and_report_task(store_url, str(out_dir), config.k, config.n_init, config.seed, config.split_seed)
+    params = dict(store_url=store_url, out_dir=str(out_dir), k=config.k, n_init=config.n_init, seed=config.seed, split_seed=config.split_seed)
+    key = report_key(None, params)
+    fresh = _cached_ok(out_dir, "report", key, report_files_exist(str(out_dir)))
+    metrics = cluster_and_report_task.with_options(refresh_cache=not fresh)(**params)
+    _stamp(out_dir, "report", key)
     timings["cluster_s"] = round(time.perf_counter() - t, 1)
     return metrics, counts, trained
 
@@ -207,4 +233,5 @@ def pipeline(
         config=config.model_dump(),
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    publish_artifacts(metrics, out_dir)
     return metrics

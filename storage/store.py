@@ -322,8 +322,28 @@ class Store:
         g["hash"][start:stop] = np.asarray(hashes, dtype=str)
         g["status"][start:stop] = np.asarray(status, dtype="int8")
 
-    def create_codes(self, code_size: int) -> None:
-        """(Re)create the codes array; called by the flow before encode tasks run."""
+    def ensure_codes(self, code_size: int, encoder_digest: str) -> bool:
+        """Keep the codes array if the same encoder wrote it for this many blocks, else recreate it.
+
+        Called by the flow before encode tasks run. Returns True when it was (re)created.
+        """
+        if "codes" in self.group:
+            codes = self.group["codes"]
+            if codes.shape == (self.n_blocks, code_size) and codes.attrs.get("encoder") == encoder_digest:
+                return False
+        self.create_codes(code_size, {"encoder": encoder_digest})
+        return True
+
+    def codes_present(self, start_block: int, stop_block: int) -> bool:
+        """True when the codes of every stored clip in the block range are written."""
+        try:
+            self.read("codes", start_block, stop_block)
+            return True
+        except StoreError:
+            return False
+
+    def create_codes(self, code_size: int, attrs: dict | None = None) -> None:
+        """(Re)create the codes array (all NaN until the encode tasks write it)."""
         bpc = self.geometry.blocks_per_clip
         self.group.create_array(
             "codes",
@@ -333,6 +353,7 @@ class Store:
             fill_value=np.nan,
             compressors=_compressors(),
             dimension_names=("block", "code"),
+            attributes=attrs or {},
             overwrite=True,
         )
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from storage import Store
+from tasks.caching import encode_key
 
 _ENCODERS: dict[tuple[str, float], object] = {}
 
@@ -46,7 +46,8 @@ def encode_range(store_url: str, encoder_path: str, start: int, stop: int) -> in
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_jitter_factor=0.5,
-    cache_policy=NO_CACHE,  # writes the store
+    cache_key_fn=encode_key,  # the flow refreshes it when the chunk's codes are missing
+    persist_result=True,
 )
 def encode_range_task(store_url: str, encoder_path: str, start: int, stop: int) -> int:
     n = encode_range(store_url, encoder_path, start, stop)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from storage import Store
+from tasks.caching import report_key
 from tasks.cluster import clip_features, kmeans
 from tasks.metrics import evaluate
 
@@ -80,17 +80,36 @@ def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-@task(name="cluster-and-report", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def report_files_exist(out_dir: str) -> bool:
+    return all((Path(out_dir) / f).is_file() for f in ("predictions.csv", "rejects.csv", "metrics.json"))
+
+
+@task(name="cluster-and-report", task_run_name="cluster-and-report", cache_key_fn=report_key, persist_result=True, retries=1, retry_delay_seconds=5)
 def cluster_and_report_task(store_url: str, out_dir: str, k: int, n_init: int, seed: int, split_seed: int) -> dict:
+    """K-Means and scores; cached on the codes' content, the labels and the clustering settings."""
     metrics = cluster_and_report(store_url, out_dir, k, n_init, seed, split_seed)
-    create_markdown_artifact(markdown=metrics_markdown(metrics), key="audioclust-summary", description="Run summary")
+    if "all" in metrics["scores"]:
+        get_run_logger().info("NMI %.4f on %d labelled clips", metrics["scores"]["all"]["nmi"], metrics["labelled"])
+    return metrics
+
+
+def publish_artifacts(metrics: dict, out_dir: Path) -> None:
+    """The run's Prefect artifacts: summary, scores, cluster sizes, rejects and links to the files."""
+    extra = {"rejected": metrics["rejected"], "epochs": metrics.get("epochs"), "device": metrics.get("device"),
+             "timings": metrics.get("timings")}
+    create_markdown_artifact(markdown=metrics_markdown(metrics, extra), key="audioclust-summary", description="Run summary")
     if metrics["scores"]:
         create_table_artifact(
             table=[{"split": split, **{m: round(v, 4) for m, v in s.items()}} for split, s in metrics["scores"].items()],
             key="audioclust-scores",
             description="Clustering scores against labels",
         )
-    logger = get_run_logger()
-    if "all" in metrics["scores"]:
-        logger.info("NMI %.4f on %d labelled clips", metrics["scores"]["all"]["nmi"], metrics["labelled"])
-    return metrics
+    create_table_artifact(
+        table=[{"cluster": i, "clips": n} for i, n in enumerate(metrics["cluster_sizes"])],
+        key="audioclust-cluster-sizes",
+        description="Clips per cluster",
+    )
+    for key, name in (("audioclust-loss-plot", "loss.png"), ("audioclust-predictions", "predictions.csv"), ("audioclust-rejects", "rejects.csv")):
+        path = Path(out_dir) / name
+        if path.is_file():
+            create_link_artifact(key=key, link=path.resolve().as_uri(), link_text=name, description=f"{name} of this run")

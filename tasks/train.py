@@ -19,9 +19,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from storage import Store
+from tasks.caching import train_key
 from tasks.model import ModelSpec, build_autoencoder, encoder_of
 
 
@@ -281,7 +281,14 @@ def train_autoencoder(
     return summary
 
 
-@task(name="train-autoencoder", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def model_files_exist(run_dir: str) -> bool:
+    return all((Path(run_dir) / f).is_file() for f in ("encoder.keras", "autoencoder.keras", "history.json"))
+
+
+@task(name="train-autoencoder", task_run_name="train-autoencoder", cache_key_fn=train_key, persist_result=True, retries=1, retry_delay_seconds=5)
 def train_autoencoder_task(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec) -> dict:
-    """Train in the flow process; a retry resumes from the last epoch's checkpoint."""
+    """Train in the flow process; a retry resumes from the last epoch's checkpoint.
+
+    Cached on the stored blocks' content, the model and training settings and the code.
+    """
     return train_autoencoder(store_url, run_dir, model, train, log=get_run_logger().info)

@@ -138,3 +138,54 @@ def test_demo_command_with_embedded_defaults(tmp_path):
     assert "NMI" in result.stdout
     metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
     assert metrics["stored"] == 48 and metrics["k"] == 8
+
+
+def _task_states(flow_run_id):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+    return {t.name: t.state.name for t in asyncio.run(read())}
+
+
+def _last_run_id():
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def read():
+        async with get_client() as client:
+            return (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0].id
+
+    return asyncio.run(read())
+
+
+def test_a_second_run_is_served_from_cache_and_a_training_change_retrains(pipeline_run, corpus_with_bad_files):
+    import time
+
+    out, first = pipeline_run
+    audio, labels = corpus_with_bad_files
+    config = load_config("fast", k=4, n_workers=2, epochs=10, clips_per_chunk=8, dashboard_address="127.0.0.1:0")
+    t = time.perf_counter()
+    second = run_on_dask(pipeline, config, input_dir=str(audio), labels=str(labels), out=str(out))
+    states = _task_states(_last_run_id())
+    assert states["train-autoencoder"] == "Cached" and states["cluster-and-report"] == "Cached"
+    encode = [s for n, s in states.items() if n.startswith("encode-blocks-")]
+    assert encode and set(encode) == {"Cached"}
+    assert not any(n.startswith("preprocess-clips-") for n in states)  # the manifest: nothing to redo
+    assert second["scores"] == first["scores"]
+    assert second["timings"]["train_s"] < 5
+
+    # a training field changed: retrain, re-encode, re-cluster; preprocessing untouched
+    changed = load_config("fast", k=4, n_workers=2, epochs=11, clips_per_chunk=8, dashboard_address="127.0.0.1:0")
+    third = run_on_dask(pipeline, changed, input_dir=str(audio), labels=str(labels), out=str(out))
+    states = _task_states(_last_run_id())
+    assert states["train-autoencoder"] == "Completed" and states["cluster-and-report"] == "Completed"
+    assert {s for n, s in states.items() if n.startswith("encode-blocks-")} == {"Completed"}
+    assert third["preprocess"]["processed_chunks"] == 0 and third["epochs"] == 11

@@ -1,0 +1,74 @@
+"""Cache keys built from what a result depends on: content, configuration and code, never run ids.
+
+Prefect persists the results of tasks that use these keys (local result storage by default,
+``PREFECT_LOCAL_STORAGE_PATH`` or ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` to move it). Tasks
+whose results are files or store arrays are submitted with ``refresh_cache=True`` when those
+outputs are gone, so a cached state never stands in for data that no longer exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, is_dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from storage import Store
+
+_PACKAGES = ("tasks", "storage")
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of this project's task and storage sources: any change there invalidates cached results."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for pkg in _PACKAGES:
+        for f in sorted((root / pkg).glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def digest(*parts) -> str:
+    def plain(x):
+        if is_dataclass(x):
+            return asdict(x)
+        if isinstance(x, np.ndarray):
+            return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+        return x
+
+    text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def store_digest(store_url: str) -> str:
+    """What the stored blocks depend on: the feature fingerprint and each clip's status and content hash."""
+    store = Store.open(store_url)
+    return digest(store.attrs.get("fingerprint"), store.read("status"), store.read("hash"))
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:32]
+
+
+def train_key(context, p: dict) -> str:
+    return "train-" + digest(code_version(), store_digest(p["store_url"]), p["model"], p["train"], str(Path(p["run_dir"]).resolve()))
+
+
+def encode_key(context, p: dict) -> str:
+    return "encode-" + digest(code_version(), store_digest(p["store_url"]), file_digest(p["encoder_path"]), p["start"], p["stop"])
+
+
+def report_key(context, p: dict) -> str:
+    store = Store.open(p["store_url"])
+    ok = store.ok()
+    codes = store.read("codes")
+    return "report-" + digest(
+        code_version(), codes[np.repeat(ok, store.geometry.blocks_per_clip)], store.read("path")[ok], store.read("label")[ok],
+        p["k"], p["n_init"], p["seed"], p["split_seed"], str(Path(p["out_dir"]).resolve()),
+    )
