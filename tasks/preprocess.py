@@ -43,8 +43,8 @@ def content_hash(path: str) -> str:
 def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
     """Decode the PENDING clips of chunk ``[start, stop)`` and write the whole chunk.
 
-    A file that fails is recorded with its reason; the batch itself only fails on store
-    errors (worth a retry).
+    A file whose content is bad is recorded with its reason; the batch itself fails (and is
+    retried) on I/O errors, reading a file or the store, naming the file.
     """
     store = Store.open(store_url, mode="r+")
     bpc = store.geometry.blocks_per_clip
@@ -64,8 +64,8 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
             path = source_path(root, str(paths[i]))
             try:
                 hashes[i] = content_hash(path)
-            except OSError as exc:
-                raise Rejected(f"unreadable: {exc.strerror or exc}") from exc
+            except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
+                raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
             y, durations[i] = load_clip(path, spec)
             images[i] = image(y, spec)
             blocks[i * bpc : (i + 1) * bpc] = to_blocks(images[i], store.geometry.block)

@@ -258,3 +258,61 @@ def test_a_killed_run_is_finished_by_the_next(prefect_api, small_corpus, tmp_pat
 
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 30 and metrics["scores"]["all"]["nmi"] > 0.3
+
+
+from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
+
+
+class FlakyReads(WorkerPlugin):
+    """A Dask worker plugin: reading a named file raises OSError, once (transient) or always (permanent).
+
+    The count is kept in a file so that every worker process sees the same history.
+    """
+
+    def __init__(self, name: str, failures: int, counter: str):
+        self.name, self.failures, self.counter = name, failures, counter
+
+    def setup(self, worker):
+        import tasks.preprocess as pre
+
+        original = pre.content_hash
+
+        def flaky(path):
+            if os.path.basename(path) == self.name:
+                n = int(open(self.counter).read() or 0) if os.path.exists(self.counter) else 0
+                if n < self.failures:
+                    with open(self.counter, "w") as fh:
+                        fh.write(str(n + 1))
+                    raise OSError(5, "Input/output error")
+            return original(path)
+
+        pre.content_hash = flaky
+
+
+@pytest.fixture
+def local_cluster(prefect_api):
+    from distributed import LocalCluster
+
+    from flows.runtime import worker_env
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      env=worker_env(prefect_api, 1)) as cluster:
+        yield cluster
+
+
+def test_a_read_that_fails_once_is_retried_and_a_permanent_one_names_the_file(prefect_api, local_cluster, small_corpus, tmp_path):
+    from distributed import Client
+
+    audio, _ = small_corpus
+    name = sorted(p.name for p in audio.iterdir())[3]
+    with Client(local_cluster) as client:
+        client.register_plugin(FlakyReads(name, 1, str(tmp_path / "count1")), name="flaky")
+        config = cfg(clips_per_chunk=8, dask_address=local_cluster.scheduler_address)
+        result = run_on_dask(preprocess_flow, config, input_dir=str(audio), store=str(tmp_path / "a.zarr"))
+        assert result["stored"] == 40 and open(tmp_path / "count1").read() == "1"  # it did fail once
+
+        client.unregister_worker_plugin("flaky")
+        client.register_plugin(FlakyReads(name, 99, str(tmp_path / "count2")), name="always")
+        with pytest.raises(Exception, match=f"cannot read {name}"):
+            run_on_dask(preprocess_flow, config, input_dir=str(audio), store=str(tmp_path / "b.zarr"))
+        assert int(open(tmp_path / "count2").read()) == 3  # the first try and two retries
