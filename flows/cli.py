@@ -186,6 +186,42 @@ def demo(
 
 
 @app.command()
+def serve(
+    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL) of audio clips."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label."),
+    out: str = typer.Option("runs/served", "--out", help="Run folder."),
+    store: Optional[str] = typer.Option(None, "--store", help="Zarr store [default: OUT/store.zarr]."),
+    preset: str = typer.Option("default", "--preset", help="seed, default or fast."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Run on this cron schedule (UTC), e.g. '0 2 * * *'."),
+    watch: Optional[int] = typer.Option(None, "--watch", help="Every N seconds, run only if INPUT has new, changed or removed files."),
+) -> None:
+    """Serve the pipeline on a schedule from this process (needs a Prefect server: PREFECT_API_URL)."""
+    from flows.config import ConfigError, load_config
+    from flows.corpus import InputError, check_root
+
+    if (cron is None) == (watch is None):
+        _fail("give exactly one of --cron or --watch SECONDS")
+    try:
+        load_config(preset)
+        check_root(input_dir)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        _fail("serve needs a Prefect server: run `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    from flows.deployments import cluster_corpus, corpus_name, watch_corpus
+
+    params = {"input_dir": input_dir, "labels": labels, "out": out, "store": store, "preset": preset}
+    name = f"{corpus_name(input_dir)}-{'watch' if watch else 'scheduled'}"
+    if watch:
+        watch_corpus.serve(name=name, interval=watch, parameters=params, tags=["audioclust", "watch"])
+    else:
+        cluster_corpus.serve(name=name, cron=cron, parameters=params, tags=["audioclust"])
+
+
+@app.command()
 def verify(store: str = typer.Argument(..., metavar="STORE", help="Zarr store path or URL.")) -> None:
     """Check a store end to end: every chunk's checksum, no missing data for stored clips, a consistent manifest."""
     from storage import Store, StoreError

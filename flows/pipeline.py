@@ -160,9 +160,10 @@ def encode_flow(store: str, encoder: str, config: Config) -> dict:
 
 
 def _run_name() -> str:
+    from flows.deployments import corpus_name
+
     params = flow_run.parameters
-    folder = Path(str(params.get("input_dir", "corpus"))).resolve()
-    corpus = folder.parent.name if folder.name in ("audio", "clips", "wav", "data") else folder.name
+    corpus = corpus_name(str(params.get("input_dir", "corpus")))
     cfg = params.get("config")
     preset = getattr(cfg, "preset", None) or (cfg or {}).get("preset", "default")
     return f"{corpus}-{preset}"

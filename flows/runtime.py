@@ -65,7 +65,15 @@ def dask_task_runner(config: Config, api_url: str):
 
 
 def run_on_dask(flow, config: Config, **parameters):
-    """Run ``flow`` with its tasks on Dask, reporting to one Prefect API."""
+    """Run ``flow`` with its tasks on Dask, reporting to one Prefect API, tagged with corpus and preset."""
+    from prefect import tags
+
+    from flows.deployments import corpus_name
+
     api_url = ensure_prefect_api()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    return flow.with_options(task_runner=dask_task_runner(config, api_url))(config=config, **parameters)
+    labels = [f"preset:{config.preset}"]
+    if "input_dir" in parameters:
+        labels.append(f"corpus:{corpus_name(parameters['input_dir'])}")
+    with tags("audioclust", *labels):
+        return flow.with_options(task_runner=dask_task_runner(config, api_url))(config=config, **parameters)

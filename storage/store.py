@@ -248,6 +248,23 @@ class Store:
         self.group["image"].resize((n, *self.geometry.image_shape))
         self.group["blocks"].resize((n * bpc, *self.geometry.block_shape))
 
+    def changes(self, entries: Iterable[FileEntry]) -> dict[str, int]:
+        """What :meth:`sync_manifest` would do, without writing: counts of new, changed and removed files."""
+        paths = self.read("path").tolist()
+        size, mtime, status = self.read("size"), self.read("mtime"), self.read("status")
+        index = {p: i for i, p in enumerate(paths) if status[i] != VACANT}
+        seen = np.zeros(len(paths), bool)
+        new = changed = 0
+        for e in entries:
+            i = index.get(e.path)
+            if i is None:
+                new += 1
+                continue
+            seen[i] = True
+            changed += int(status[i] in (PENDING, REMOVED) or size[i] != e.size or mtime[i] != e.mtime)
+        removed = int((~seen & (status != VACANT) & (status != REMOVED)).sum())
+        return {"new": new, "changed": changed, "removed": removed}
+
     def sync_manifest(self, entries: Iterable[FileEntry], label_of: Callable[[str], str] | None = None) -> dict[str, int]:
         """Bring the manifest up to date with a listing of the input root.
 

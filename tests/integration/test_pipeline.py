@@ -35,6 +35,7 @@ def pipeline_run(prefect_api, corpus_with_bad_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     config = load_config("fast", k=4, n_workers=2, epochs=10, clips_per_chunk=8, dashboard_address="127.0.0.1:0")
     metrics = run_on_dask(pipeline, config, input_dir=str(audio), labels=str(labels), out=str(out))
+    metrics["flow_run_id"] = _last_run_id()
     return out, metrics
 
 
@@ -92,18 +93,21 @@ def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    from prefect.client.schemas.filters import ArtifactFilter, FlowRunFilter
+
+    run_id = pipeline_run[1]["flow_run_id"]
 
     async def read():
         async with get_client() as client:
-            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["audioclust-pipeline"])))
-            tasks = await client.read_task_runs()
-            arts = await client.read_artifacts()
-            return runs, tasks, arts
+            run = await client.read_flow_run(run_id)
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run_id]}))
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id={"any_": [run_id]}))
+            return run, tasks, arts
 
-    runs, task_runs, artifacts = asyncio.run(read())
-    assert runs and runs[0].state.is_completed()
-    names = [t.name for t in task_runs if t.flow_run_id == runs[0].id]
+    run, task_runs, artifacts = asyncio.run(read())
+    assert run.state.is_completed() and run.flow_id
+    names = [t.name for t in task_runs]
     preprocess = [n for n in names if n.startswith("preprocess-clips-")]
     encode = [n for n in names if n.startswith("encode-blocks-")]
     assert len(preprocess) == 6 and len(encode) == 6  # 42 clips / 8 per chunk
@@ -159,9 +163,14 @@ def _last_run_id():
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.sorting import FlowRunSort
 
+    from prefect.client.schemas.filters import FlowFilter
+
     async def read():
         async with get_client() as client:
-            return (await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1))[0].id
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name={"any_": ["audioclust-pipeline"]}), sort=FlowRunSort.START_TIME_DESC, limit=1
+            )
+            return runs[0].id
 
     return asyncio.run(read())
 

@@ -67,3 +67,19 @@ def test_cli_errors_are_one_line(args, message):
 def test_help(cmd):
     result = runner.invoke(app, cmd)
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_serve_without_a_server_says_how_to_start_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["PREFECT_HOME"] = str(tmp_path)
+    exe = Path(sys.executable).with_name("audioclust")
+    done = subprocess.run([str(exe), "serve", str(tmp_path), "--watch", "60"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "serve needs a Prefect server" in done.stderr and "Traceback" not in done.stderr
+    both = subprocess.run([str(exe), "serve", str(tmp_path), "--watch", "60", "--cron", "* * * * *"], env=env, capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "exactly one of --cron or --watch" in both.stderr
