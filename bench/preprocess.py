@@ -106,7 +106,11 @@ def flow(audio: Path, config, work: Path, workers: int) -> tuple[float, float, i
     return result["found"] / result["process_s"], mem.peak_mb, du(Path(url)), wall
 
 
-def bench_corpus(name: str, audio: Path, config, work: Path, rows: list) -> None:
+def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False) -> None:
+    if only_flow:  # scaling runs: the 2-worker flow alone
+        rate, mem, size, wall = flow(audio, config, work, 2)
+        rows.append([name, sum(1 for _ in audio.iterdir()), "Prefect flow, 2 worker(s)", rate, "", mem, size / max(1, sum(1 for _ in audio.iterdir())), f"{wall:.0f} s wall with cluster start"])
+        return
     rate0, mem0, n = plain_loop(audio, config)
     rows.append([name, n, "plain loop, 1 process", rate0, 1.0, mem0, "", ""])
     rate_b, mem_b, size_b = bare_dask(audio, config, work)
@@ -124,6 +128,7 @@ def main() -> None:
     ap.add_argument("--preset", default="seed", help="geometry to preprocess with (seed: 288x432x3)")
     ap.add_argument("--skip-esc10", action="store_true")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--only-flow", action="store_true", help="time only the 2-worker flow (for scaling runs)")
     args = ap.parse_args()
     from flows.config import load_config
     from flows.runtime import ensure_prefect_api
@@ -134,9 +139,9 @@ def main() -> None:
     rows: list = []
     esc10 = SHARED_DATA / "esc10" / "audio"
     if esc10.is_dir() and not args.skip_esc10:
-        bench_corpus("esc10", esc10, config, work / "esc10", rows)
+        bench_corpus("esc10", esc10, config, work / "esc10", rows, args.only_flow)
     synth = synth_corpus(work / "synth", args.clips)
-    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows)
+    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow)
     print_table(
         f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {os.cpu_count()} cores",
         ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],

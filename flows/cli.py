@@ -56,7 +56,7 @@ def _print_result(metrics: dict, seconds: float) -> None:
         f"found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']} "
         f"(see {metrics['rejects_file']}); {metrics['epochs']} epochs on {metrics['device']}; {seconds:.0f} s"
     )
-    console.print(f"predictions: {metrics['predictions']}\nloss plot:   {metrics['loss_plot']}")
+    console.print(f"predictions: {metrics['predictions']}\nloss plot:   {metrics['loss_plot']}\nreport:      {metrics['report']}")
 
 
 def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
@@ -183,6 +183,44 @@ def demo(
         str(audio), str(labels), out / "run", None, "label",
         preset=preset, file=config, k=len(FAMILIES), epochs=epochs, n_workers=n_workers,
     )
+
+
+@app.command()
+def sweep(
+    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL) of audio clips."),
+    grid: Path = typer.Option(..., "--grid", help="TOML grid file (see deploy/sweep-small.toml and deploy/sweep-report.toml)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label (needed for scores)."),
+    label_column: str = typer.Option("label", "--label-column"),
+    out: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder: stores, one run folder per experiment, results, figures, report.html."),
+    n_workers: Optional[int] = WorkersOpt,
+    dask_address: Optional[str] = AddressOpt,
+) -> None:
+    """Run one experiment per grid point (x seed); write results.csv/.parquet, the report's figures and report.html."""
+    from flows.config import ConfigError, load_config
+    from flows.corpus import InputError, check_root, read_labels
+    from flows.sweep import load_grid
+
+    try:
+        spec = load_grid(grid)
+        base = load_config(spec["preset"], **spec["overrides"], n_workers=n_workers, dask_address=dask_address)
+        check_root(input_dir)
+        if labels:
+            read_labels(labels, label_column)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    from flows.runtime import run_on_dask
+    from flows.sweep import sweep as sweep_flow
+
+    rows = run_on_dask(sweep_flow, base, input_dir=input_dir, grid=spec, out=str(out), labels=labels, label_column=label_column)
+    table = Table(title=f"sweep: {len(rows)} experiments")
+    for col in ("run", "name", "NMI", "AMI", "ACC", "epochs", "status"):
+        table.add_column(col)
+    for r in rows:
+        fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(str(r["run"]), r["name"], fmt(r["nmi"]), fmt(r["ami"]), fmt(r["acc"]), str(r["epochs"]), r["status"][:40])
+    console.print(table)
+    console.print(f"results: {out / 'results.csv'}, {out / 'results.parquet'}\nreport:  {out / 'report.html'}")
 
 
 @app.command()

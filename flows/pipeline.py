@@ -28,7 +28,7 @@ from tasks.caching import file_digest, report_key, train_key
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
 from tasks.preprocess import preprocess_batch_task
-from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist
+from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist, run_report
 from tasks.train import model_files_exist, train_autoencoder_task
 
 
@@ -118,17 +118,17 @@ def _owner() -> str:
     return f"flow run '{flow_run.name}' ({flow_run.id})"
 
 
-def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_flight: int = 16) -> int:
+def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_flight: int = 16, codes: str = "codes") -> int:
     """Encode every block chunk on Dask; returns the number of blocks encoded.
 
     Chunks whose codes this encoder already wrote come back Cached; missing ones are redone.
     """
     store = Store.open(store_url, mode="r+")
-    store.ensure_codes(code_size, file_digest(encoder_path))
+    store.ensure_codes(code_size, file_digest(encoder_path), codes)
 
     def submit(r):
-        refresh = not store.codes_present(*r)
-        return encode_range_task.with_options(refresh_cache=refresh).submit(store_url, encoder_path, r[0], r[1])
+        refresh = not store.codes_present(*r, codes)
+        return encode_range_task.with_options(refresh_cache=refresh).submit(store_url, encoder_path, r[0], r[1], codes)
 
     return sum(run_windowed(submit, list(store.iter_block_chunks()), max_in_flight, "encode"))
 
@@ -169,15 +169,12 @@ def _run_name() -> str:
     return f"{corpus}-{preset}"
 
 
-def _stages(input_dir: str, store_url: str, out_dir: Path, config: Config, labels, label_column: str, timings: dict):
-    """preprocess -> train -> encode -> cluster and report, timing each stage into ``timings``."""
-    logger = get_run_logger()
+def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, codes: str = "codes") -> tuple[dict, dict]:
+    """train -> encode (into the codes array ``codes``) -> cluster and report, on a preprocessed store.
 
-    t = time.perf_counter()
-    counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
-    timings["preprocess_s"] = round(time.perf_counter() - t, 1)
-    logger.info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
-
+    Returns ``(metrics, training summary)`` and times each stage into ``timings``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model_spec(), train=config.train_spec())
     key = train_key(None, params)
@@ -189,17 +186,18 @@ def _stages(input_dir: str, store_url: str, out_dir: Path, config: Config, label
     timings["train_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight)
+    encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight, codes)
     timings["encode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    params = dict(store_url=store_url, out_dir=str(out_dir), k=config.k, n_init=config.n_init, seed=config.seed, split_seed=config.split_seed)
+    params = dict(store_url=store_url, out_dir=str(out_dir), k=config.k, n_init=config.n_init, seed=config.seed,
+                  split_seed=config.split_seed, codes=codes)
     key = report_key(None, params)
     fresh = _cached_ok(out_dir, "report", key, report_files_exist(str(out_dir)))
     metrics = cluster_and_report_task.with_options(refresh_cache=not fresh)(**params)
     _stamp(out_dir, "report", key)
     timings["cluster_s"] = round(time.perf_counter() - t, 1)
-    return metrics, counts, trained
+    return metrics, trained
 
 
 @flow(name="audioclust-pipeline", flow_run_name=_run_name)
@@ -217,7 +215,11 @@ def pipeline(
     store_url = store or str(out_dir / "store.zarr")
     timings = {}
     with store_lock(store_url, _owner()):
-        metrics, counts, trained = _stages(input_dir, store_url, out_dir, config, labels, label_column, timings)
+        t = time.perf_counter()
+        counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
+        timings["preprocess_s"] = round(time.perf_counter() - t, 1)
+        get_run_logger().info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
+        metrics, trained = model_stages(store_url, out_dir, config, timings)
 
     metrics.update(
         store=store_url,
@@ -234,5 +236,6 @@ def pipeline(
         config=config.model_dump(),
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    metrics["report"] = str(run_report(store_url, out_dir, metrics))
     publish_artifacts(metrics, out_dir)
     return metrics

@@ -105,7 +105,11 @@ class FileEntry:
     mtime: int  # nanoseconds
 
 
-DATA_ARRAYS = ("image", "blocks", "codes")  # float arrays: NaN fill, so a missing chunk is visible
+DATA_ARRAYS = ("image", "blocks", "codes")  # float arrays (and codes_*): NaN fill, so a missing chunk is visible
+
+
+def _is_data(name: str) -> bool:
+    return name in DATA_ARRAYS or name.startswith("codes_")
 
 
 def _compressors() -> list:
@@ -339,31 +343,34 @@ class Store:
         g["hash"][start:stop] = np.asarray(hashes, dtype=str)
         g["status"][start:stop] = np.asarray(status, dtype="int8")
 
-    def ensure_codes(self, code_size: int, encoder_digest: str) -> bool:
-        """Keep the codes array if the same encoder wrote it for this many blocks, else recreate it.
+    def ensure_codes(self, code_size: int, encoder_digest: str, name: str = "codes") -> bool:
+        """Keep the codes array ``name`` if the same encoder wrote it for this many blocks, else recreate it.
 
         Called by the flow before encode tasks run. Returns True when it was (re)created.
+        Experiments of a sweep each use their own ``codes_<experiment>`` array.
         """
-        if "codes" in self.group:
-            codes = self.group["codes"]
+        if name in self.group:
+            codes = self.group[name]
             if codes.shape == (self.n_blocks, code_size) and codes.attrs.get("encoder") == encoder_digest:
                 return False
-        self.create_codes(code_size, {"encoder": encoder_digest})
+        self.create_codes(code_size, {"encoder": encoder_digest}, name)
         return True
 
-    def codes_present(self, start_block: int, stop_block: int) -> bool:
+    def codes_present(self, start_block: int, stop_block: int, name: str = "codes") -> bool:
         """True when the codes of every stored clip in the block range are written."""
         try:
-            self.read("codes", start_block, stop_block)
+            self.read(name, start_block, stop_block)
             return True
         except StoreError:
             return False
 
-    def create_codes(self, code_size: int, attrs: dict | None = None) -> None:
-        """(Re)create the codes array (all NaN until the encode tasks write it)."""
+    def create_codes(self, code_size: int, attrs: dict | None = None, name: str = "codes") -> None:
+        """(Re)create a codes array (all NaN until the encode tasks write it)."""
+        if name != "codes" and not name.startswith("codes_"):
+            raise ValueError(f"codes array names are 'codes' or 'codes_<name>', not {name!r}")
         bpc = self.geometry.blocks_per_clip
         self.group.create_array(
-            "codes",
+            name,
             shape=(self.n_blocks, code_size),
             chunks=(self.clips_per_chunk * bpc, code_size),
             dtype="float32",
@@ -374,8 +381,8 @@ class Store:
             overwrite=True,
         )
 
-    def write_codes(self, start_block: int, codes: np.ndarray) -> None:
-        self.group["codes"][start_block : start_block + len(codes)] = codes.astype("float32")
+    def write_codes(self, start_block: int, codes: np.ndarray, name: str = "codes") -> None:
+        self.group[name][start_block : start_block + len(codes)] = codes.astype("float32")
 
     # -- reads ----------------------------------------------------------------------
     def _array(self, name: str):
@@ -396,7 +403,7 @@ class Store:
             raise StoreError(self._locate_corruption(name, start, stop, exc)) from exc
         if data.dtype.kind == "T":  # numpy StringDType from zarr's variable-length strings
             data = data.astype(object).astype(str)
-        if name in DATA_ARRAYS:
+        if _is_data(name):
             self._check_finite(name, data, 0 if start is None else start)
         return data
 

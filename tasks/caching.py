@@ -61,13 +61,13 @@ def train_key(context, p: dict) -> str:
 
 
 def encode_key(context, p: dict) -> str:
-    return "encode-" + digest(code_version(), store_digest(p["store_url"]), file_digest(p["encoder_path"]), p["start"], p["stop"])
+    return "encode-" + digest(code_version(), store_digest(p["store_url"]), file_digest(p["encoder_path"]), p["start"], p["stop"], p.get("codes", "codes"))
 
 
 def report_key(context, p: dict) -> str:
     store = Store.open(p["store_url"])
     ok = store.ok()
-    codes = store.read("codes")
+    codes = store.read(p.get("codes", "codes"))
     return "report-" + digest(
         code_version(), codes[np.repeat(ok, store.geometry.blocks_per_clip)], store.read("path")[ok], store.read("label")[ok],
         p["k"], p["n_init"], p["seed"], p["split_seed"], str(Path(p["out_dir"]).resolve()),

@@ -32,12 +32,12 @@ def encode_blocks(encoder, blocks, batch_size: int = 256):
     return codes.reshape(len(blocks), -1)
 
 
-def encode_range(store_url: str, encoder_path: str, start: int, stop: int) -> int:
-    """Encode blocks ``[start, stop)`` (one chunk) and write their codes."""
+def encode_range(store_url: str, encoder_path: str, start: int, stop: int, codes: str = "codes") -> int:
+    """Encode blocks ``[start, stop)`` (one chunk) and write them to the codes array ``codes``."""
     store = Store.open(store_url, mode="r+")
-    codes = encode_blocks(load_encoder(encoder_path), store.blocks(start, stop))
-    store.write_codes(start, codes)
-    return len(codes)
+    values = encode_blocks(load_encoder(encoder_path), store.blocks(start, stop))
+    store.write_codes(start, values, codes)
+    return len(values)
 
 
 @task(
@@ -49,7 +49,7 @@ def encode_range(store_url: str, encoder_path: str, start: int, stop: int) -> in
     cache_key_fn=encode_key,  # the flow refreshes it when the chunk's codes are missing
     persist_result=True,
 )
-def encode_range_task(store_url: str, encoder_path: str, start: int, stop: int) -> int:
-    n = encode_range(store_url, encoder_path, start, stop)
+def encode_range_task(store_url: str, encoder_path: str, start: int, stop: int, codes: str = "codes") -> int:
+    n = encode_range(store_url, encoder_path, start, stop, codes)
     get_run_logger().info("encoded blocks %d-%d", start, stop)
     return n

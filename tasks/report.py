@@ -17,7 +17,7 @@ from tasks.metrics import evaluate
 
 
 def cluster_and_report(
-    store_url: str, out_dir: str, k: int, n_init: int = 10, seed: int = 0, split_seed: int = 0
+    store_url: str, out_dir: str, k: int, n_init: int = 10, seed: int = 0, split_seed: int = 0, codes: str = "codes"
 ) -> dict:
     """Cluster the stored clips; write ``predictions.csv``, ``rejects.csv``, ``metrics.json``."""
     store = Store.open(store_url)
@@ -26,7 +26,7 @@ def cluster_and_report(
     ok = store.ok()
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
-    features = clip_features(store.read("codes"), store.geometry.blocks_per_clip)[ok]
+    features = clip_features(store.read(codes), store.geometry.blocks_per_clip)[ok]
     pred = kmeans(features, k, n_init=n_init, seed=seed)
 
     with open(out / "predictions.csv", "w", newline="") as fh:
@@ -85,12 +85,43 @@ def report_files_exist(out_dir: str) -> bool:
 
 
 @task(name="cluster-and-report", task_run_name="cluster-and-report", cache_key_fn=report_key, persist_result=True, retries=1, retry_delay_seconds=5)
-def cluster_and_report_task(store_url: str, out_dir: str, k: int, n_init: int, seed: int, split_seed: int) -> dict:
+def cluster_and_report_task(store_url: str, out_dir: str, k: int, n_init: int, seed: int, split_seed: int, codes: str = "codes") -> dict:
     """K-Means and scores; cached on the codes' content, the labels and the clustering settings."""
-    metrics = cluster_and_report(store_url, out_dir, k, n_init, seed, split_seed)
+    metrics = cluster_and_report(store_url, out_dir, k, n_init, seed, split_seed, codes)
     if "all" in metrics["scores"]:
         get_run_logger().info("NMI %.4f on %d labelled clips", metrics["scores"]["all"]["nmi"], metrics["labelled"])
     return metrics
+
+
+def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = "codes") -> Path:
+    """``report.html`` beside the predictions: scores, configuration, rejects and the run's figures, embedded."""
+    import html as _html
+
+    from tasks.figures import contingency, embedding, html_report, html_table
+
+    out = Path(out_dir)
+    store = Store.open(store_url)
+    ok = store.ok()
+    features = clip_features(store.read(codes), store.geometry.blocks_per_clip)[ok]
+    with open(out / "predictions.csv") as fh:
+        pred = dict((r["file"], int(r["cluster"])) for r in csv.DictReader(fh))
+    paths = store.read("path")[ok]
+    clusters = np.array([pred[p] for p in paths])
+    figures = [out / "loss.png"] if (out / "loss.png").is_file() else []
+    figures.append(embedding(features, clusters, out / "embedding.png"))
+    labels = store.read("label")[ok]
+    if (labels != "").any():
+        figures.append(contingency(labels[labels != ""], clusters[labels != ""], out / "contingency.png"))
+    scores = [{"split": k, **v} for k, v in metrics.get("scores", {}).items()]
+    summary = {k: metrics.get(k) for k in ("found", "stored", "rejected", "labelled", "k", "epochs", "device", "preset")}
+    sections = [
+        ("Summary", html_table([summary])),
+        ("Scores", html_table(scores) if scores else "<p>No labels: no scores.</p>"),
+        ("Cluster sizes", html_table([{"cluster": i, "clips": n} for i, n in enumerate(metrics.get("cluster_sizes", []))])),
+        ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects()])),
+        ("Configuration", f"<pre>{_html.escape(json.dumps(metrics.get('config', {}), indent=1))}</pre>"),
+    ]
+    return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html")
 
 
 def publish_artifacts(metrics: dict, out_dir: Path) -> None:
@@ -109,7 +140,8 @@ def publish_artifacts(metrics: dict, out_dir: Path) -> None:
         key="audioclust-cluster-sizes",
         description="Clips per cluster",
     )
-    for key, name in (("audioclust-loss-plot", "loss.png"), ("audioclust-predictions", "predictions.csv"), ("audioclust-rejects", "rejects.csv")):
+    for key, name in (("audioclust-report", "report.html"), ("audioclust-loss-plot", "loss.png"),
+                      ("audioclust-predictions", "predictions.csv"), ("audioclust-rejects", "rejects.csv")):
         path = Path(out_dir) / name
         if path.is_file():
             create_link_artifact(key=key, link=path.resolve().as_uri(), link_text=name, description=f"{name} of this run")

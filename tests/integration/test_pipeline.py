@@ -83,7 +83,10 @@ def test_outputs_and_scores(pipeline_run):
     nmi = saved["scores"]["all"]["nmi"]
     assert nmi == pytest.approx(scores(y_true, y_pred)["nmi"])
     assert nmi > 0.35 and nmi > 4 * chance, (nmi, chance)
-    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("loss.png", "embedding.png", "contingency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "notes.wav" in html  # figures and rejects embedded
     assert (out / "model" / "encoder.keras").is_file()
     assert metrics["epochs"] >= 1
 

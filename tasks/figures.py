@@ -1,0 +1,175 @@
+"""The report's figures (3-9), plus a 2-D embedding and a contingency heatmap, as PNG files;
+and a self-contained HTML report that embeds them.
+
+Every function takes plain data and a path and returns the path; nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tasks.plots import _plt, plot_loss  # noqa: F401  (Figure 8 is plot_loss)
+
+
+def spectrogram_kinds(y: np.ndarray, spec, path: str | Path, title: str = "") -> Path:
+    """Figure 3: the linear, log and Mel spectrograms of one clip side by side."""
+    from dataclasses import replace
+
+    from tasks.audio import spectrogram
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    for ax, kind in zip(axes, ("linear", "log", "mel")):
+        img = spectrogram(y, replace(spec, kind=kind))
+        ax.imshow(img, origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=1)
+        ax.set_title({"linear": "(c) linear power", "log": "(b) log (dB)", "mel": "(a) Mel (dB)"}[kind])
+        ax.set_xlabel("frame")
+        ax.set_ylabel("Mel band" if kind == "mel" else "frequency bin")
+    fig.suptitle(title or "Spectrogram kinds of one clip (scaled to [0, 1])")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def score_by(rows: Sequence[dict], factor: str, path: str | Path, metric: str = "nmi", title: str = "") -> Path:
+    """Figures 4-7: mean score per value of ``factor`` with error bars (std over seeds and the other factors)."""
+    plt = _plt()
+    values = sorted({r[factor] for r in rows if r.get(metric) is not None}, key=lambda v: (isinstance(v, str), v))
+    means, stds, counts = [], [], []
+    for v in values:
+        xs = np.array([r[metric] for r in rows if r[factor] == v and r.get(metric) is not None], float)
+        means.append(xs.mean())
+        stds.append(xs.std(ddof=0))
+        counts.append(len(xs))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    pos = np.arange(len(values))
+    ax.bar(pos, means, yerr=stds, capsize=6, color="#4477aa", alpha=0.85)
+    for p, m, n in zip(pos, means, counts):
+        ax.text(p, m, f"{m:.3f}\n(n={n})", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(pos, [str(v) for v in values])
+    ax.set_xlabel(factor.replace("_", " "))
+    ax.set_ylabel(f"{metric.upper()} (mean ± std)")
+    ax.set_ylim(0, max(1e-3, max(np.array(means) + np.array(stds))) * 1.25)
+    ax.set_title(title or f"{metric.upper()} by {factor.replace('_', ' ')}")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def progression(scores: Sequence[float | None], path: str | Path, metric: str = "nmi") -> Path:
+    """Figure 9: the score of each experiment in run order, with the best-so-far line."""
+    plt = _plt()
+    xs = np.arange(1, len(scores) + 1)
+    ys = np.array([np.nan if s is None else s for s in scores], float)
+    best = np.fmax.accumulate(np.where(np.isnan(ys), -np.inf, ys))
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(xs, ys, "o", color="#4477aa", label="experiment")
+    ax.step(xs, np.where(np.isinf(best), np.nan, best), where="post", color="#cc6677", label="best so far")
+    ax.set_xlabel("experiment (run order)")
+    ax.set_ylabel(metric.upper())
+    ax.set_title(f"{metric.upper()} over the experiments")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labels: Sequence[str] | None = None) -> Path:
+    """Clip features in 2-D (t-SNE up to 5 000 clips, PCA beyond), coloured by cluster."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from sklearn.preprocessing import StandardScaler
+
+    plt = _plt()
+    x = StandardScaler().fit_transform(features)
+    if len(x) > 50:
+        x = PCA(n_components=min(50, x.shape[1]), random_state=0).fit_transform(x)
+    if 5 < len(x) <= 5000:
+        xy = TSNE(n_components=2, perplexity=min(30, (len(x) - 1) / 3), random_state=0, init="pca").fit_transform(x)
+        how = "t-SNE"
+    else:
+        xy = PCA(n_components=2, random_state=0).fit_transform(x)
+        how = "PCA"
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=clusters, cmap="tab20", s=14)
+    ax.set_title(f"Clip features ({how}), coloured by cluster")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(sc, ax=ax, label="cluster")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def contingency(labels: Sequence[str], clusters: Sequence[int], path: str | Path) -> Path:
+    """Heatmap of clip counts, labels x clusters (clusters ordered by their majority label)."""
+    from sklearn.metrics.cluster import contingency_matrix
+
+    plt = _plt()
+    names = sorted(set(labels))
+    c = contingency_matrix(labels, clusters)
+    order = np.lexsort((-c.max(axis=0), c.argmax(axis=0)))
+    c = c[:, order]
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * c.shape[1] + 3), max(4, 0.35 * c.shape[0] + 2)), dpi=100)
+    im = ax.imshow(c, cmap="Blues", aspect="auto")
+    for i in range(c.shape[0]):
+        for j in range(c.shape[1]):
+            if c[i, j]:
+                ax.text(j, i, c[i, j], ha="center", va="center", fontsize=7, color="white" if c[i, j] > c.max() / 2 else "black")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(c.shape[1]), [str(k) for k in np.unique(clusters)[order]])
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("label")
+    ax.set_title("Labels x clusters")
+    fig.colorbar(im, ax=ax, label="clips")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def html_report(title: str, sections: Sequence[tuple[str, str]], figures: Sequence[Path], path: str | Path) -> Path:
+    """One self-contained HTML file: ``sections`` are (heading, HTML body); figures are embedded as base64 PNG."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "th{background:#eee}img{max-width:100%;margin:1em 0}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
+        f"</head><body><h1>{html.escape(title)}</h1>",
+    ]
+    for heading, body in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+    for fig in figures:
+        data = base64.b64encode(Path(fig).read_bytes()).decode()
+        parts.append(f"<figure><img alt='{html.escape(Path(fig).stem)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{html.escape(Path(fig).name)}</figcaption></figure>")
+    parts.append("</body></html>")
+    Path(path).write_text("\n".join(parts), encoding="utf-8")
+    return Path(path)
+
+
+def html_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "<p>none</p>"
+    columns = list(columns or rows[0].keys())
+
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
