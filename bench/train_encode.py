@@ -23,12 +23,12 @@ from bench.common import SHARED_DATA, PeakRSS, print_table  # noqa: E402
 
 
 def build_store(audio: Path, url: str, config) -> None:
-    from flows.corpus import discover
+    from flows.corpus import scan
     from storage import Store
     from tasks.preprocess import preprocess_batch
 
-    paths = discover(audio)
-    store = Store.create(url, paths, [""] * len(paths), config.geometry(), config.clips_per_chunk)
+    store = Store.create(url, config.geometry(), config.clips_per_chunk)
+    store.sync_manifest(scan(audio))
     for s, e in store.clip_batches():
         preprocess_batch(url, str(audio), s, e, config.audio_spec())
 
@@ -87,10 +87,14 @@ def main() -> None:
     # training: one epoch on a subset (a store of the first --train-clips clips)
     sub_url = str(work / "train-subset.zarr")
     src = Store.open(url)
-    sub = Store.create(sub_url, list(src.read("path")[: args.train_clips]), [""] * args.train_clips, src.geometry, config.clips_per_chunk)
+    from flows.corpus import scan
+
+    sub = Store.create(sub_url, src.geometry, config.clips_per_chunk)
+    sub.sync_manifest(list(scan(audio))[: args.train_clips])
     for s, e in sub.clip_batches():
         b0, b1 = sub.block_range(s, e)
-        sub.write_clips(s, src.read("image", s, e), src.read("ok", s, e), list(src.read("reason", s, e)), src.read("duration", s, e), src.read("blocks", b0, b1))
+        sub.write_clips(s, status=src.read("status", s, e), reasons=list(src.read("reason", s, e)), hashes=list(src.read("hash", s, e)),
+                        durations=src.read("duration", s, e), blocks=src.read("blocks", b0, b1))
     with PeakRSS() as mem_train:
         summary = train_autoencoder(sub_url, str(work / "model"), config.model_spec(), TrainSpec(epochs=1, batch_size=4, seed=0), log=lambda m: None)
     epoch_s = summary["train_seconds"] * n_clips / args.train_clips

@@ -161,18 +161,23 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file's contents; a missing or malformed file is one :class:`ConfigError` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_config(preset: str | None = None, file: str | Path | None = None, **overrides: Any) -> Config:
     """Build the configuration: preset < TOML file < environment < ``overrides`` (None = unset)."""
     env = _env_values()
     from_file: dict[str, Any] = {}
     if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            from_file = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        from_file = read_toml(file, "config file")
         from_file = from_file.get("audioclust", from_file)
     cli = {k: v for k, v in overrides.items() if v is not None}
     name = cli.get("preset") or env.get("preset") or from_file.get("preset") or preset or "default"

@@ -24,7 +24,6 @@ import csv
 import itertools
 import json
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
-from flows.config import Config, ConfigError, load_config
+from flows.config import Config, ConfigError, load_config, read_toml
 from flows.pipeline import feature_fingerprint, model_stages, preprocess_stage
 from storage.lock import store_lock
 
@@ -43,13 +42,7 @@ METRICS = ("nmi", "ami", "ari", "acc")
 
 def load_grid(path: str | Path) -> dict[str, Any]:
     """Read and check a grid file; unknown fields fail here, before any work."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"grid file {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "grid file")
     sweep = data.get("sweep", {})
     grid = data.get("grid", {})
     if not grid or not all(isinstance(v, list) and v for v in grid.values()):

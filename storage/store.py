@@ -14,7 +14,6 @@ status     (clip,)                                int8        flow sets PENDING 
 hash       (clip,)                                str         preprocess task: BLAKE2b-128 of the file's bytes
 reason     (clip,)                                str         preprocess task: why a clip was rejected ("" if ok)
 duration   (clip,)                                float32     preprocess task: seconds decoded
-image      (clip, freq, frame, channel)           float16     preprocess task, in [0, 1]
 blocks     (block, row, col, channel)             float16     preprocess task, in [0, 1]
 codes      (block, code)                          float32     encode task
 =========  =====================================  ==========  ==========================================
@@ -23,6 +22,9 @@ Chunks along the first axis hold ``clips_per_chunk`` clips (and their blocks), s
 that owns one chunk writes whole chunks only and never races another task (zarr v3 has
 no locks). Arrays, attributes and the manifest columns are written by the flow process
 only, before the tasks that read them start.
+
+A clip's spectrogram image is not stored twice: :meth:`Store.images` joins its blocks back
+(``to_blocks`` / ``from_blocks`` below are the one definition of that tiling).
 
 The manifest makes preprocessing incremental: new files are appended (from the next chunk
 boundary; slots in between stay VACANT), files whose size or modification time changed
@@ -105,7 +107,7 @@ class FileEntry:
     mtime: int  # nanoseconds
 
 
-DATA_ARRAYS = ("image", "blocks", "codes")  # float arrays (and codes_*): NaN fill, so a missing chunk is visible
+DATA_ARRAYS = ("blocks", "codes")  # float arrays (and codes_*): NaN fill, so a missing chunk is visible
 
 
 def _is_data(name: str) -> bool:
@@ -113,8 +115,23 @@ def _is_data(name: str) -> bool:
 
 
 def _compressors() -> list:
-    """zstd, then a CRC32C checksum of every chunk: garbled bytes fail loudly on read."""
-    return [BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), Crc32cCodec()]
+    """zstd (level 1: as small as level 5 on spectrograms, faster), then a CRC32C checksum of every chunk."""
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"), Crc32cCodec()]
+
+
+def to_blocks(img: np.ndarray, block: int) -> np.ndarray:
+    """Split (H, W, C) into row-major (H/block * W/block, block, block, C) squares."""
+    h, w, c = img.shape
+    if h % block or w % block:
+        raise ValueError(f"image {h}x{w} does not split into {block}x{block} blocks")
+    rows, cols = h // block, w // block
+    return img.reshape(rows, block, cols, block, c).transpose(0, 2, 1, 3, 4).reshape(-1, block, block, c)
+
+
+def from_blocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`to_blocks` for one clip's blocks."""
+    _, b, _, c = blocks.shape
+    return blocks.reshape(rows, cols, b, b, c).transpose(0, 2, 1, 3, 4).reshape(rows * b, cols * b, c)
 
 
 def file_hash(fh, block: int = 1 << 20) -> str:
@@ -176,15 +193,6 @@ class Store:
             group.create_array(
                 name, shape=(0,), chunks=(cpc,), dtype=dtype, fill_value=fill, compressors=[Crc32cCodec()], dimension_names=("clip",)
             )
-        group.create_array(
-            "image",
-            shape=(0, *geometry.image_shape),
-            chunks=(cpc, *geometry.image_shape),
-            dtype="float16",
-            fill_value=np.nan,
-            compressors=_compressors(),
-            dimension_names=("clip", "freq", "frame", "channel"),
-        )
         group.create_array(
             "blocks",
             shape=(0, *geometry.block_shape),
@@ -249,7 +257,6 @@ class Store:
         bpc = self.geometry.blocks_per_clip
         for name in CLIP_ARRAYS:
             self.group[name].resize((n,))
-        self.group["image"].resize((n, *self.geometry.image_shape))
         self.group["blocks"].resize((n * bpc, *self.geometry.block_shape))
 
     def changes(self, entries: Iterable[FileEntry]) -> dict[str, int]:
@@ -328,15 +335,13 @@ class Store:
         reasons: list[str],
         hashes: list[str],
         durations: np.ndarray,
-        images: np.ndarray,
         blocks: np.ndarray,
     ) -> None:
-        """Write one whole chunk of clips; the status goes last."""
+        """Write one whole chunk of clips: their blocks and manifest fields; the status goes last."""
         stop = start + len(status)
         self._check_aligned(start, stop)
         b0, b1 = self.block_range(start, stop)
         g = self.group
-        g["image"][start:stop] = images.astype("float16")
         g["blocks"][b0:b1] = blocks.astype("float16")
         g["duration"][start:stop] = np.asarray(durations, dtype="float32")
         g["reason"][start:stop] = np.asarray(reasons, dtype=str)
@@ -419,11 +424,8 @@ class Store:
                 return f"{self.url}: array '{name}' chunk {c} (rows {c * step}-{min((c + 1) * step, arr.shape[0]) - 1}) is corrupt: {inner}"
         return f"{self.url}: array '{name}' could not be read: {exc}"
 
-    def _rows_per_clip(self, name: str) -> int:
-        return 1 if name == "image" else self.geometry.blocks_per_clip
-
     def _check_finite(self, name: str, data: np.ndarray, start: int) -> None:
-        per = self._rows_per_clip(name)
+        per = self.geometry.blocks_per_clip
         clip0, clip1 = start // per, -(-(start + len(data)) // per)
         ok = np.repeat(self.group["status"][clip0:clip1] == OK, per)[start - clip0 * per :][: len(data)]
         if not ok.any():
@@ -445,6 +447,13 @@ class Store:
     def blocks(self, start: int, stop: int) -> np.ndarray:
         """Blocks ``[start, stop)`` as float32 in [0, 1] (checked: see :meth:`read`)."""
         return self.read("blocks", start, stop).astype("float32")
+
+    def images(self, start: int, stop: int) -> np.ndarray:
+        """Spectrogram images of clips ``[start, stop)``, (clip, freq, frame, channel), joined from their blocks."""
+        rows, cols = self.geometry.grid
+        bpc = self.geometry.blocks_per_clip
+        blocks = self.blocks(*self.block_range(start, stop))
+        return np.stack([from_blocks(blocks[i * bpc : (i + 1) * bpc], rows, cols) for i in range(stop - start)])
 
     def rejects(self) -> list[tuple[str, str]]:
         """``(path, reason)`` of every listed file that could not be used."""

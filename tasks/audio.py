@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from storage.store import from_blocks, to_blocks  # noqa: F401  (the tiling lives with the layout)
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
@@ -150,18 +152,3 @@ def image(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
         scale = max(float(np.abs(d).max()), 1e-12)
         out.append(0.5 + 0.5 * d / scale)
     return np.stack(out, axis=-1).astype(np.float32)
-
-
-def to_blocks(img: np.ndarray, block: int) -> np.ndarray:
-    """Split (H, W, C) into row-major (H/block * W/block, block, block, C) squares."""
-    h, w, c = img.shape
-    if h % block or w % block:
-        raise ValueError(f"image {h}x{w} does not split into {block}x{block} blocks")
-    rows, cols = h // block, w // block
-    return img.reshape(rows, block, cols, block, c).transpose(0, 2, 1, 3, 4).reshape(-1, block, block, c)
-
-
-def from_blocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Inverse of :func:`to_blocks`."""
-    _, b, _, c = blocks.shape
-    return blocks.reshape(rows, cols, b, b, c).transpose(0, 2, 1, 3, 4).reshape(rows * b, cols * b, c)

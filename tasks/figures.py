@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.plots import _plt, plot_loss  # noqa: F401  (Figure 8 is plot_loss)
+from tasks.plots import _plt, plot_loss, save  # noqa: F401  (Figure 8 is plot_loss)
 
 
 def spectrogram_kinds(y: np.ndarray, spec, path: str | Path, title: str = "") -> Path:
@@ -31,10 +31,7 @@ def spectrogram_kinds(y: np.ndarray, spec, path: str | Path, title: str = "") ->
         ax.set_xlabel("frame")
         ax.set_ylabel("Mel band" if kind == "mel" else "frequency bin")
     fig.suptitle(title or "Spectrogram kinds of one clip (scaled to [0, 1])")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def score_by(rows: Sequence[dict], factor: str, path: str | Path, metric: str = "nmi", title: str = "") -> Path:
@@ -58,10 +55,7 @@ def score_by(rows: Sequence[dict], factor: str, path: str | Path, metric: str = 
     ax.set_ylim(0, max(1e-3, max(np.array(means) + np.array(stds))) * 1.25)
     ax.set_title(title or f"{metric.upper()} by {factor.replace('_', ' ')}")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def progression(scores: Sequence[float | None], path: str | Path, metric: str = "nmi") -> Path:
@@ -78,10 +72,7 @@ def progression(scores: Sequence[float | None], path: str | Path, metric: str = 
     ax.set_title(f"{metric.upper()} over the experiments")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labels: Sequence[str] | None = None) -> Path:
@@ -106,10 +97,7 @@ def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labe
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(sc, ax=ax, label="cluster")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def contingency(labels: Sequence[str], clusters: Sequence[int], path: str | Path) -> Path:
@@ -133,10 +121,7 @@ def contingency(labels: Sequence[str], clusters: Sequence[int], path: str | Path
     ax.set_ylabel("label")
     ax.set_title("Labels x clusters")
     fig.colorbar(im, ax=ax, label="clips")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def html_report(title: str, sections: Sequence[tuple[str, str]], figures: Sequence[Path], path: str | Path) -> Path:

@@ -14,6 +14,14 @@ def _plt():
     return plt
 
 
+def save(fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure; returns the path."""
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+    return Path(path)
+
+
 def plot_loss(history: dict[str, list[float]], path: str | Path, title: str = "Autoencoder training loss") -> Path:
     """Training (and validation) MSE per epoch, like the report's Figure 8."""
     plt = _plt()
@@ -26,7 +34,4 @@ def plot_loss(history: dict[str, list[float]], path: str | Path, title: str = "A
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)

@@ -52,13 +52,14 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
     status = store.read("status", start, stop)
     paths = store.read("path", start, stop)
     todo = np.flatnonzero(status == PENDING)
-    images = store.read("image", start, stop).astype(np.float32)
-    blocks = store.read("blocks", b0, b1).astype(np.float32)
+    if len(todo) == len(status):  # a new chunk: nothing to keep
+        blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float32)
+    else:  # rewrite the chunk whole, keeping its other clips
+        blocks = store.read("blocks", b0, b1).astype(np.float32)
     reasons = list(store.read("reason", start, stop))
     hashes = list(store.read("hash", start, stop))
     durations = store.read("duration", start, stop)
     for i in todo:
-        images[i] = 0.0
         blocks[i * bpc : (i + 1) * bpc] = 0.0
         try:
             path = source_path(root, str(paths[i]))
@@ -67,12 +68,11 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
             except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
                 raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
             y, durations[i] = load_clip(path, spec)
-            images[i] = image(y, spec)
-            blocks[i * bpc : (i + 1) * bpc] = to_blocks(images[i], store.geometry.block)
+            blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block)
             status[i], reasons[i] = OK, ""
         except Rejected as exc:
             status[i], reasons[i] = REJECTED, str(exc)
-    store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, images=images, blocks=blocks)
+    store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, blocks=blocks)
     done = status[todo]
     return {"start": start, "stop": stop, "stored": int((done == OK).sum()), "rejected": int((done == REJECTED).sum())}
 

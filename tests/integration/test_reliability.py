@@ -151,7 +151,7 @@ def test_a_killed_worker_does_not_change_the_result(prefect_api, small_corpus, t
     assert killed, "no worker was killed: the test did not test anything"
     assert result["stored"] == 40 and result["pending"] == 0
     a, b = Store.open(clean), Store.open(url)
-    for name in ("status", "blocks", "image", "hash"):
+    for name in ("status", "blocks", "hash"):
         np.testing.assert_array_equal(a.read(name), b.read(name), err_msg=name)
 
     # encoding, with a worker killed once the first codes are written

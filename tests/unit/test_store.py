@@ -18,7 +18,7 @@ def test_report_geometry_671_clips_give_4026_blocks(tmp_path):
     assert SEED_GEOMETRY.blocks_per_clip == 6
     assert store.n_blocks == 4026
     assert store.group["blocks"].shape == (4026, 144, 144, 3)
-    assert store.group["image"].shape == (671, 288, 432, 3)
+    assert "image" not in store.group  # images are joined from their blocks, not stored twice
     batches = store.clip_batches()
     assert batches[0] == (0, 32) and batches[-1] == (640, 671)
     assert sum(e - s for s, e in batches) == 671
@@ -29,8 +29,8 @@ def test_layout_chunks_and_dimension_names(tmp_path):
     store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]), {"a.wav": "x", "b.wav": "y"}.get)
     g = store.group
     assert g["blocks"].chunks == (12, 32, 32, 1)
-    assert g["image"].chunks == (2, 64, 96, 1)
-    assert g["image"].metadata.dimension_names == ("clip", "freq", "frame", "channel")
+    assert g["path"].chunks == (2,)
+    assert g["blocks"].metadata.dimension_names == ("block", "row", "col", "channel")
     assert g.attrs["geometry"] == {"freq": 64, "frames": 96, "block": 32, "channels": 1}
     assert list(store.read("label")) == ["x", "y", ""]
     # nothing processed yet: every listed file is pending, and counted among the rejects
@@ -60,15 +60,19 @@ def test_manifest_appends_marks_changes_and_removals(tmp_path):
 def test_writes_must_be_whole_chunks_and_roundtrip(tmp_path):
     store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=2)
     store.sync_manifest(entries(["0.wav", "1.wav", "2.wav"]))
+    from storage.store import to_blocks
+
     img = np.random.default_rng(0).random((1, 64, 96, 1)).astype(np.float32)
-    kw = dict(reasons=["silent"], hashes=["h"], durations=np.array([5.0]), images=img, blocks=np.zeros((6, 32, 32, 1)))
+    kw = dict(reasons=["silent"], hashes=["h"], durations=np.array([5.0]), blocks=to_blocks(img[0], 32))
     with pytest.raises(StoreError, match="whole chunk"):
         store.write_clips(1, status=np.array([REJECTED]), **kw)
     store.write_clips(2, status=np.array([REJECTED]), **kw)
     reopened = Store.open(str(tmp_path / "s.zarr"))
     assert reopened.rejects()[-1] == ("2.wav", "silent")
     assert reopened.counts()["rejected"] == 1 and reopened.counts()["pending"] == 2
-    np.testing.assert_allclose(reopened.read("image", 2, 3), img, atol=1e-3)  # float16 storage
+    np.testing.assert_allclose(reopened.read("blocks", 12, 18), kw["blocks"], atol=1e-3)  # float16 storage
+    store.write_clips(2, status=np.array([OK]), **kw)
+    np.testing.assert_allclose(Store.open(str(tmp_path / "s.zarr")).images(2, 3), img, atol=1e-3)  # the image, joined back
 
 
 def test_open_or_create_keeps_a_matching_store_and_replaces_another(tmp_path):
@@ -100,7 +104,7 @@ def test_store_is_readable_by_dask_and_xarray(tmp_path):
     blocks = da.from_zarr(str(tmp_path / "s.zarr"), component="blocks")
     assert blocks.shape == (18, 32, 32, 1) and blocks.chunks[0] == (12, 6)
     ds = xr.open_zarr(str(tmp_path / "s.zarr"), consolidated=False)
-    assert ds["image"].dims == ("clip", "freq", "frame", "channel")
+    assert ds["blocks"].dims == ("block", "row", "col", "channel")
     assert list(ds["path"].values) == ["a.wav", "b.wav", "c.wav"]
 
 
@@ -110,9 +114,8 @@ def _filled_store(tmp_path):
     store.sync_manifest(entries(["0.wav", "1.wav", "2.wav", "3.wav"]))
     rng = np.random.default_rng(0)
     for s, e in store.clip_batches():
-        img = rng.random((e - s, 64, 96, 1)).astype(np.float32)
         blocks = rng.random(((e - s) * 6, 32, 32, 1)).astype(np.float32)
-        store.write_clips(s, status=np.full(e - s, OK), reasons=[""] * (e - s), hashes=["h"] * (e - s), durations=np.full(e - s, 5.0), images=img, blocks=blocks)
+        store.write_clips(s, status=np.full(e - s, OK), reasons=[""] * (e - s), hashes=["h"] * (e - s), durations=np.full(e - s, 5.0), blocks=blocks)
     return url
 
 
@@ -129,15 +132,15 @@ def test_a_deleted_chunk_is_reported_not_read_as_data(tmp_path):
 
 def test_a_garbled_chunk_fails_its_checksum(tmp_path):
     url = _filled_store(tmp_path)
-    chunk = tmp_path / "s.zarr" / "image" / "c" / "0" / "0" / "0" / "0"
+    chunk = tmp_path / "s.zarr" / "blocks" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     store = Store.open(url)
-    with pytest.raises(StoreError, match=r"array 'image' chunk 0 \(rows 0-1\) is corrupt: .*checksum"):
-        store.read("image")
+    with pytest.raises(StoreError, match=r"array 'blocks' chunk 0 \(rows 0-11\) is corrupt: .*checksum"):
+        store.blocks(0, 24)
     problems = store.verify()
-    assert len(problems) == 1 and "'image' chunk 0" in problems[0]
+    assert len(problems) == 1 and "'blocks' chunk 0" in problems[0]
 
 
 def test_verify_command(tmp_path):
