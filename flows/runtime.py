@@ -41,6 +41,11 @@ def worker_env(api_url: str, threads: int) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": n,
         "MKL_NUM_THREADS": n,
         "NUMBA_NUM_THREADS": n,
+        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic mmap
+        # threshold: every large array is then mmapped and page-faulted afresh, and spectrogram
+        # work runs 1.7x slower (bench: 55 -> 33 clips/s). Keep big arrays on the heap instead.
+        "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
+        "MALLOC_TRIM_THRESHOLD_": str(2**30),
     }
 
 
