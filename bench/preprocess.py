@@ -72,13 +72,14 @@ def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
 
     from flows.corpus import scan
     from flows.pipeline import feature_fingerprint
-    from flows.runtime import worker_env
+    from flows.runtime import configure_dask, worker_env
     from storage import Store
     from tasks.preprocess import preprocess_batch
 
     url = str(work / "bare.zarr")
     store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
     store.sync_manifest(scan(audio))
+    configure_dask()
     with PeakRSS() as mem:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                           host="127.0.0.1", env=worker_env("", 1)) as cluster, Client(cluster) as client:

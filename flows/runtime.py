@@ -41,12 +41,22 @@ def worker_env(api_url: str, threads: int) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": n,
         "MKL_NUM_THREADS": n,
         "NUMBA_NUM_THREADS": n,
-        # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic mmap
-        # threshold: every large array is then mmapped and page-faulted afresh, and spectrogram
-        # work runs 1.7x slower (bench: 55 -> 33 clips/s). Keep big arrays on the heap instead.
-        "MALLOC_MMAP_THRESHOLD_": str(64 * 2**20),
-        "MALLOC_TRIM_THRESHOLD_": str(2**30),
     }
+
+
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's dynamic mmap
+# threshold: every large array is then mmapped and page-faulted afresh, and spectrogram work
+# runs 1.7x slower (a plain loop: 55 -> 33 clips/s). Keep big arrays on the heap instead.
+# glibc reads these at process start, so they go in the nanny's pre-spawn environment.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
+def configure_dask() -> None:
+    """Dask settings for worker processes this process spawns (LocalCluster nannies)."""
+    import dask
+
+    current = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    dask.config.set({"distributed.nanny.pre-spawn-environ": {**current, **MALLOC_ENV}})
 
 
 def dask_task_runner(config: Config, api_url: str):
@@ -55,6 +65,7 @@ def dask_task_runner(config: Config, api_url: str):
 
     if config.dask_address:
         return DaskTaskRunner(address=config.dask_address)
+    configure_dask()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={

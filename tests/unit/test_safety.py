@@ -88,3 +88,14 @@ def test_a_held_store_is_refused_and_a_stale_lock_is_broken(tmp_path):
     with store_lock(url, "run C") as me:
         assert me["owner"] == "run C"
     assert not os.path.exists(lock_path(url))
+
+
+def test_local_workers_get_heap_friendly_malloc_settings():
+    """glibc reads these at process start: they must be in the nanny's pre-spawn environment."""
+    import dask
+
+    from flows.runtime import MALLOC_ENV
+
+    dask_task_runner(load_config("fast"), "http://127.0.0.1:4200/api")
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ")
+    assert all(environ[k] == v for k, v in MALLOC_ENV.items())
