@@ -192,6 +192,7 @@ def sweep(
     labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label (needed for scores)."),
     label_column: str = typer.Option("label", "--label-column"),
     out: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder: stores, one run folder per experiment, results, figures, report.html."),
+    k: Optional[int] = typer.Option(None, "--k", help="Number of clusters for every experiment (overrides the grid file)."),
     n_workers: Optional[int] = WorkersOpt,
     dask_address: Optional[str] = AddressOpt,
 ) -> None:
@@ -202,6 +203,8 @@ def sweep(
 
     try:
         spec = load_grid(grid)
+        if k is not None:
+            spec["overrides"]["k"] = k
         base = load_config(spec["preset"], **spec["overrides"], n_workers=n_workers, dask_address=dask_address)
         check_root(input_dir)
         if labels:
