@@ -28,6 +28,9 @@ KOpt = typer.Option(None, "--k", help="Number of clusters [default: 20].")
 EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs (overrides the preset).")
 WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes [default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
+InputArg = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL, e.g. s3://bucket/clips) of audio clips (wav, flac, ogg, mp3), searched recursively.")
+LabelsOpt = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores.")
+LabelColumnOpt = typer.Option("label", "--label-column", help="Column of --labels to score against.")
 ThreadsOpt = typer.Option(None, "--threads-per-worker", help="Threads per local Dask worker [default: 1].")
 MemoryOpt = typer.Option(None, "--memory-limit", help="Memory limit per local Dask worker, e.g. 4GiB [default: auto].")
 
@@ -95,9 +98,9 @@ def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optio
 
 @app.command()
 def run(
-    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL) of audio clips (wav, flac, ogg, mp3), searched recursively."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores."),
-    label_column: str = typer.Option("label", "--label-column", help="Column of --labels to score against."),
+    input_dir: str = InputArg,
+    labels: Optional[str] = LabelsOpt,
+    label_column: str = LabelColumnOpt,
     k: Optional[int] = KOpt,
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
@@ -111,8 +114,7 @@ def run(
 ) -> None:
     """Preprocess, train, encode and cluster INPUT; print scores when labels are given.
 
-    Preprocessing is incremental: re-running on the same folder and store only processes
-    new or changed files.
+    Preprocessing is incremental: re-running on the same folder and store only processes new or changed files.
     """
     _run_pipeline(
         input_dir, labels, out, store, label_column,
@@ -123,10 +125,10 @@ def run(
 
 @app.command()
 def preprocess(
-    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL, e.g. s3://bucket/clips) of audio clips."),
+    input_dir: str = InputArg,
     store: str = typer.Option(..., "--store", help="Zarr store path or URL; created, or updated incrementally."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label."),
-    label_column: str = typer.Option("label", "--label-column"),
+    labels: Optional[str] = LabelsOpt,
+    label_column: str = LabelColumnOpt,
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     n_workers: Optional[int] = WorkersOpt,
@@ -187,10 +189,10 @@ def demo(
 
 @app.command()
 def sweep(
-    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL) of audio clips."),
+    input_dir: str = InputArg,
     grid: Path = typer.Option(..., "--grid", help="TOML grid file (see deploy/sweep-small.toml and deploy/sweep-report.toml)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label (needed for scores)."),
-    label_column: str = typer.Option("label", "--label-column"),
+    labels: Optional[str] = LabelsOpt,
+    label_column: str = LabelColumnOpt,
     out: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder: stores, one run folder per experiment, results, figures, report.html."),
     k: Optional[int] = typer.Option(None, "--k", help="Number of clusters for every experiment (overrides the grid file)."),
     n_workers: Optional[int] = WorkersOpt,
@@ -228,8 +230,8 @@ def sweep(
 
 @app.command()
 def serve(
-    input_dir: str = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL) of audio clips."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="CSV with columns file,label."),
+    input_dir: str = InputArg,
+    labels: Optional[str] = LabelsOpt,
     out: str = typer.Option("runs/served", "--out", help="Run folder."),
     store: Optional[str] = typer.Option(None, "--store", help="Zarr store [default: OUT/store.zarr]."),
     preset: str = typer.Option("default", "--preset", help="seed, default or fast."),
