@@ -76,11 +76,6 @@ def _scan_fsspec(root: str, exclude, storage_options) -> Iterator[FileEntry]:
         yield FileEntry(rel, int(info.get("size") or 0), int(float(mtime) * 1e9))
 
 
-def discover(root: str | Path, exclude: tuple[str | Path | None, ...] = ()) -> list[str]:
-    """Sorted relative paths of :func:`scan`."""
-    return [e.path for e in scan(root, exclude)]
-
-
 def read_labels(labels_csv: str | Path, column: str = "label", storage_options: dict | None = None) -> dict[str, str]:
     """``file -> label`` from a CSV with a ``file`` column and a label column (extra columns ignored).
 
@@ -118,8 +113,3 @@ def label_lookup(labels: dict[str, str]) -> Callable[[str], str]:
     """Label of a relative path ("" when unlabelled); a CSV may name files by relative path or by name."""
     by_name = {Path(k).name: v for k, v in labels.items()}
     return lambda p: labels.get(p, by_name.get(Path(p).name, ""))
-
-
-def labels_for(paths: list[str], labels: dict[str, str]) -> list[str]:
-    lookup = label_lookup(labels)
-    return [lookup(p) for p in paths]

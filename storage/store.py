@@ -90,10 +90,6 @@ class Geometry:
         return rows * cols
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.freq, self.frames, self.channels
-
-    @property
     def block_shape(self) -> tuple[int, int, int]:
         return self.block, self.block, self.channels
 

@@ -3,7 +3,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.config import ConfigError, load_config
-from flows.corpus import discover, labels_for, read_labels
+from flows.corpus import label_lookup, read_labels, scan
 
 
 def test_presets():
@@ -36,10 +36,10 @@ def test_discover_and_labels(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("b.wav", "sub/a.ogg", ".hidden.wav", "labels.csv"):
         (tmp_path / name).write_text("x")
-    assert discover(tmp_path, exclude=(tmp_path / "labels.csv",)) == ["b.wav", "sub/a.ogg"]
+    assert [e.path for e in scan(tmp_path, exclude=(tmp_path / "labels.csv",))] == ["b.wav", "sub/a.ogg"]
     (tmp_path / "labels.csv").write_text("file,label,extra\nb.wav,dog,1\na.ogg,cat,2\n")
     labels = read_labels(tmp_path / "labels.csv")
-    assert labels_for(["b.wav", "sub/a.ogg", "c.wav"], labels) == ["dog", "cat", ""]
+    assert [label_lookup(labels)(p) for p in ["b.wav", "sub/a.ogg", "c.wav"]] == ["dog", "cat", ""]
 
 
 runner = CliRunner()
