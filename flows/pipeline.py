@@ -7,7 +7,6 @@ task runner; training and clustering run in the flow process. Call through
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict
@@ -24,7 +23,7 @@ from flows.config import Config
 from flows.corpus import is_url, label_lookup, read_labels, scan
 from storage import Store
 from storage.lock import store_lock
-from tasks.caching import file_digest, report_key, train_key
+from tasks.caching import digest, file_digest, report_key, train_key
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
 from tasks.preprocess import preprocess_batch_task
@@ -63,8 +62,7 @@ def run_windowed(submit, items: list, window: int, stage: str) -> list:
 
 def feature_fingerprint(input_dir: str, config: Config) -> str:
     """What the stored images depend on: the input root, the audio settings and the layout."""
-    key = {"input": _root_id(input_dir), "audio": asdict(config.audio_spec()), "geometry": asdict(config.geometry()), "cpc": config.clips_per_chunk}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(_root_id(input_dir), config.audio_spec(), config.geometry(), config.clips_per_chunk)[:16]
 
 
 def _root_id(input_dir: str) -> str:

@@ -8,7 +8,6 @@ weights, history); a retried or re-run task with the same inputs resumes from it
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from storage import Store
-from tasks.caching import train_key
+from tasks.caching import digest, train_key
 from tasks.model import ModelSpec, build_autoencoder, encoder_of
 
 
@@ -216,8 +215,7 @@ def train_autoencoder(
     stream = BlockStream(store, train_clips, shuffle=True, shuffle_chunks=train.shuffle_chunks, seed=train.seed)
     val_stream = BlockStream(store, val_clips, shuffle=False) if val_clips.any() else None
 
-    key = {"store": store_url, "blocks": stream.n_blocks, "model": asdict(model), "train": asdict(train)}
-    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    fingerprint = digest(store_url, stream.n_blocks, model, train)[:16]
     resumed = _load_checkpoint(ckpt, fingerprint)
     if resumed:
         state, autoencoder, best_weights = resumed
