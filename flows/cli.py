@@ -1,4 +1,4 @@
-"""``audioclust``: cluster a folder of audio clips with a convolutional autoencoder and K-Means."""
+"""``audioclust``: cluster a folder of audio clips with a convolutional network and K-Means (or IDEC)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ err = Console(stderr=True)
 PresetOpt = typer.Option(None, "--preset", help="Named preset: seed (the report exactly), default (our best), fast (tests).")
 ConfigOpt = typer.Option(None, "--config", help="TOML file of config fields (overrides the preset).")
 KOpt = typer.Option(None, "--k", help="Number of clusters [default: 20].")
-EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs (overrides the preset).")
+EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")
+FeaturesOpt = typer.Option(None, "--features", help="network (the trained encoder's codes) or mfcc-stats (handcrafted baseline: MFCC and log-Mel mean/std, no network).")
+ClusterOpt = typer.Option(None, "--cluster", help="kmeans, or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")
+SeedOpt = typer.Option(None, "--seed", help="Random seed for training and K-Means [default: 0].")
 WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes [default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
 InputArg = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL, e.g. s3://bucket/clips) of audio clips (wav, flac, ogg, mp3), searched recursively.")
@@ -57,9 +60,11 @@ def _print_result(metrics: dict, seconds: float) -> None:
         console.print(f"NMI {metrics['scores']['all']['nmi']:.4f}")
     console.print(
         f"found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']} "
-        f"(see {metrics['rejects_file']}); {metrics['epochs']} epochs on {metrics['device']}; {seconds:.0f} s"
+        f"(see {metrics['rejects_file']}); "
+        + (f"{metrics['epochs']} epochs on {metrics['device']}; " if metrics.get("device") else "no network; ")
+        + f"{seconds:.0f} s"
     )
-    console.print(f"predictions: {metrics['predictions']}\nloss plot:   {metrics['loss_plot']}\nreport:      {metrics['report']}")
+    console.print(f"predictions: {metrics['predictions']}\nreport:      {metrics['report']}")
 
 
 def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
@@ -106,7 +111,10 @@ def run(
     config: Optional[Path] = ConfigOpt,
     store: Optional[str] = typer.Option(None, "--store", help="Zarr store path [default: OUT/store.zarr]."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder: model, predictions, metrics, plots."),
-    epochs: Optional[int] = EpochsOpt,
+    epochs: Optional[str] = EpochsOpt,
+    features: Optional[str] = FeaturesOpt,
+    cluster: Optional[str] = ClusterOpt,
+    seed: Optional[int] = SeedOpt,
     n_workers: Optional[int] = WorkersOpt,
     threads_per_worker: Optional[int] = ThreadsOpt,
     memory_limit: Optional[str] = MemoryOpt,
@@ -115,12 +123,59 @@ def run(
     """Preprocess, train, encode and cluster INPUT; print scores when labels are given.
 
     Preprocessing is incremental: re-running on the same folder and store only processes new or changed files.
+    Every other config field can be set in a --config TOML file or as AUDIOCLUST_<FIELD> in the environment.
     """
     _run_pipeline(
         input_dir, labels, out, store, label_column,
-        preset=preset, file=config, k=k, epochs=epochs, n_workers=n_workers, dask_address=dask_address,
-        threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+        preset=preset, file=config, k=k, epochs=epochs, features=features, cluster=cluster, seed=seed,
+        n_workers=n_workers, dask_address=dask_address, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
     )
+
+
+@app.command()
+def assign(
+    input_dir: str = InputArg,
+    model: Path = typer.Option(..., "--model", help="A finished run folder (the --out of `audioclust run`)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (file, cluster, reason) [default: print to the terminal]."),
+) -> None:
+    """Put the clips under INPUT into the clusters of a finished run, without retraining.
+
+    Each clip is processed exactly as the run's clips were (audio settings, encoder, feature transform,
+    centroids). Files that cannot be used get cluster -1 and the reason.
+    """
+    from flows.corpus import InputError, check_root, join, scan
+
+    try:
+        check_root(input_dir)
+    except InputError as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    from rich.progress import Progress
+
+    from tasks.assign import RunError, assign as assign_files, load_run
+
+    try:
+        load_run(model)
+    except RunError as exc:
+        _fail(str(exc))
+    entries = list(scan(input_dir))
+    with Progress(console=err, transient=True) as bar:
+        job = bar.add_task("assigning", total=len(entries))
+        rows = assign_files(((e.path, join(input_dir, e.path)) for e in entries), model,
+                            progress=lambda n: bar.advance(job, n))
+    if out:
+        import csv
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["file", "cluster", "reason"])
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        for r in rows:
+            console.print(f"{r['file']}\t{r['cluster']}" + (f"\t{r['reason']}" if r["reason"] else ""), highlight=False)
+    rejected = sum(r["cluster"] < 0 for r in rows)
+    err.print(f"{len(rows)} files: {len(rows) - rejected} assigned, {rejected} rejected" + (f" -> {out}" if out else ""))
 
 
 @app.command()

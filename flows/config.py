@@ -5,8 +5,16 @@ Precedence, lowest first: preset < TOML file < environment (``AUDIOCLUST_<FIELD>
 * ``seed``    - the report exactly: 288x432 Mel image, six 144x144x3 blocks, 18-layer
                 autoencoder to a 9x9x1 code, batch 4, EarlyStopping(0.009, 15), 200 epochs,
                 K-Means into 20 clusters. Hours on a CPU; minutes on a GPU.
-* ``default`` - our best; equal to ``seed`` until the quality work replaces it.
+* ``default`` - our best (issue 8, measured in ``bench/quality.py``): leading/trailing silence
+                trimmed, a window of the corpus's 95th-percentile duration, a 64-band log-Mel
+                image of up to 128 frames kept whole (one block per clip), a small CNN trained
+                contrastively (SimCLR) on the corpus itself, per-band input standardization,
+                GAP+GMP clip embedding -> standardize -> PCA-16 whitened -> K-Means.
 * ``fast``    - a small geometry and few epochs, for tests and the demo.
+
+``"auto"`` values (``duration``, ``n_frames``, ``epochs`` of the contrastive objective) are
+resolved from the corpus when a store is created, and recorded in the store so a later run
+on a grown corpus keeps them (and stays incremental).
 """
 
 from __future__ import annotations
@@ -15,11 +23,13 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from storage import Geometry
 from tasks.audio import AudioSpec
+from tasks.cluster import ClusterSpec, FeatureSpec
 from tasks.model import ModelSpec
 from tasks.train import TrainSpec
 
@@ -34,15 +44,17 @@ class Config(BaseSettings):
     preset: Literal["seed", "default", "fast"] = "default"
     # audio -> image
     sample_rate: int = 22050
-    duration: float = 5.0
+    duration: float | Literal["auto"] = 5.0  # auto: 95th percentile of the corpus's durations, in [0.5, 10] s
+    trim_db: float = 0.0  # > 0: trim leading/trailing audio quieter than peak - trim_db dB before windowing
     min_duration: float = 0.5
     min_sample_rate: int = 4000
     silence_db: float = -60.0
     spectrogram: Literal["mel", "log", "linear"] = "mel"
     n_mels: int = 288
-    n_frames: int = 432
+    n_frames: int | Literal["auto"] = 432  # auto: about one frame per 512 samples, a multiple of 8, 16..max_frames
+    max_frames: int = 128
     n_fft: int = 2048
-    block: int = 144
+    block: int | Literal["image"] = 144  # square block side; "image": the whole image is one block
     channels: Literal[1, 3] = 3
     # store and Dask
     clips_per_chunk: int = 32
@@ -53,6 +65,7 @@ class Config(BaseSettings):
     max_in_flight: int = 16  # batches submitted at once: bounds the flow's memory on huge corpora
     dashboard_address: str = "127.0.0.1:8787"
     # model
+    objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes
     filters: list[int] = [32, 32, 16]
     code_channels: int = 1
     kernel: int = 3
@@ -60,7 +73,7 @@ class Config(BaseSettings):
     encoder: Literal["strided", "dense", "pool"] = "pool"  # report cases 1, 2, 3
     decoder: Literal["strided", "dense", "upsample"] = "upsample"  # report cases 1, 2, 3
     # training
-    epochs: int = 200
+    epochs: int | Literal["auto"] = 200  # auto (contrastive): about 40 000 clip-views, 30..100 epochs
     batch_size: int = 4
     learning_rate: float = 1e-3
     patience: int = 15
@@ -70,24 +83,76 @@ class Config(BaseSettings):
     train_threads: int = 0
     shuffle_chunks: int = 4
     mixed_precision: bool = False
-    # clustering and scoring
+    temperature: float = 0.1  # contrastive: NT-Xent temperature
+    crop: float = 0.6  # contrastive: fraction of the frames each augmented view keeps
+    max_train_clips: int = 20000  # contrastive: train on a seeded sample of at most this many clips
+    # clip features and clustering
+    features: Literal["network", "mfcc-stats"] = "network"  # mfcc-stats: the handcrafted baseline, no network
+    block_pool: Literal["concat", "mean", "meanmax"] = "concat"  # how a clip's block codes combine
+    standardize: bool = False  # z-score each feature over the corpus
+    pca: int = 0  # > 0: project onto this many principal components
+    whiten: bool = False  # scale the components to unit variance
+    cluster: Literal["kmeans", "idec"] = "kmeans"  # idec: clustering layer trained inside the network
     k: int = 20
     n_init: int = 10
+    dec_gamma: float = 0.1  # IDEC: weight of the clustering (KL) loss against the reconstruction loss
+    dec_tol: float = 0.001  # IDEC: stop when fewer than this fraction of assignments change
+    dec_epochs: int = 30  # IDEC: at most this many passes over the clips
+    dec_learning_rate: float = 1e-4
     split_seed: int = 0
+    resolved_auto: list[str] = []  # set by resolve(): which fields were "auto" (they stay auto in fingerprints)
 
     @model_validator(mode="after")
     def _check(self) -> "Config":
-        self.geometry()
-        self.model_spec().code_side
+        if self.resolved:
+            self.geometry()
+            if self.objective == "autoencoder":
+                self.model_spec().code_side
         if self.clips_per_chunk < 1 or self.n_workers < 1 or self.k < 2:
             raise ValueError("clips_per_chunk and n_workers must be >= 1, k >= 2")
+        if self.objective == "autoencoder" and self.epochs == "auto":
+            raise ValueError("epochs 'auto' is for the contrastive objective; give a number")
+        if self.pca < 0 or not 0 < self.crop <= 1:
+            raise ValueError("pca must be >= 0 and crop in (0, 1]")
         return self
 
+    @property
+    def resolved(self) -> bool:
+        """False while ``duration`` or ``n_frames`` is still ``"auto"`` (see :meth:`resolve`)."""
+        return self.duration != "auto" and self.n_frames != "auto"
+
+    def resolve(self, durations: list[float]) -> "Config":
+        """A copy with ``"auto"`` audio fields fixed from a sample of the corpus's clip durations (s)."""
+        duration = self.duration
+        if duration == "auto":
+            q = float(np.percentile(durations, 95)) if len(durations) else 5.0
+            duration = round(float(np.clip(q, 0.5, 10.0)), 2)
+        frames = self.n_frames
+        if frames == "auto":
+            frames = int(min(self.max_frames, max(16, 8 * round(duration * self.sample_rate / 512 / 8))))
+        return self.with_resolved({"duration": duration, "n_frames": frames})
+
+    def with_resolved(self, values: dict) -> "Config":
+        """A copy with the ``"auto"`` fields among ``values`` set to them."""
+        auto = [f for f in ("duration", "n_frames") if getattr(self, f) == "auto"]
+        return self.model_copy(update={**{f: values[f] for f in auto}, "resolved_auto": auto})
+
+    def as_configured(self, field: str):
+        """The field as the user configured it: ``"auto"`` if it was resolved from the corpus."""
+        return "auto" if field in self.resolved_auto else getattr(self, field)
+
     def geometry(self) -> Geometry:
+        if not self.resolved:
+            raise ConfigError("duration / n_frames are 'auto': resolve them from the corpus first")
+        if self.block == "image":
+            return Geometry(freq=self.n_mels, frames=self.n_frames, block=self.n_mels, channels=self.channels, block_width=self.n_frames)
         return Geometry(freq=self.n_mels, frames=self.n_frames, block=self.block, channels=self.channels)
 
     def audio_spec(self) -> AudioSpec:
+        if not self.resolved:
+            raise ConfigError("duration / n_frames are 'auto': resolve them from the corpus first")
         return AudioSpec(
+            trim_db=self.trim_db,
             sample_rate=self.sample_rate,
             duration=self.duration,
             min_duration=self.min_duration,
@@ -102,7 +167,7 @@ class Config(BaseSettings):
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(
-            block=self.block,
+            block=self.n_mels if self.block == "image" else self.block,
             channels=self.channels,
             filters=tuple(self.filters),
             code_channels=self.code_channels,
@@ -110,11 +175,12 @@ class Config(BaseSettings):
             activation=self.activation,
             encoder=self.encoder,
             decoder=self.decoder,
+            objective=self.objective,
         )
 
     def train_spec(self) -> TrainSpec:
         return TrainSpec(
-            epochs=self.epochs,
+            epochs=0 if self.epochs == "auto" else self.epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             patience=self.patience,
@@ -124,13 +190,46 @@ class Config(BaseSettings):
             threads=self.train_threads,
             shuffle_chunks=self.shuffle_chunks,
             mixed_precision=self.mixed_precision,
+            temperature=self.temperature,
+            crop=self.crop,
+            max_clips=self.max_train_clips,
+        )
+
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec(
+            source=self.features, block_pool=self.block_pool, standardize=self.standardize, pca=self.pca, whiten=self.whiten
+        )
+
+    def cluster_spec(self) -> ClusterSpec:
+        return ClusterSpec(
+            method=self.cluster, k=self.k, n_init=self.n_init, seed=self.seed, gamma=self.dec_gamma, tol=self.dec_tol,
+            epochs=self.dec_epochs, learning_rate=self.dec_learning_rate, batch_size=256 if self.objective == "contrastive" else 16,
         )
 
 
 SEED: dict[str, Any] = {}  # the field defaults above are the report's system
+DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/quality.py
+    "duration": "auto",
+    "trim_db": 40.0,
+    "n_mels": 64,
+    "n_frames": "auto",
+    "n_fft": 1024,
+    "block": "image",
+    "channels": 1,
+    "objective": "contrastive",
+    "filters": [16, 32, 64],
+    "epochs": "auto",
+    "batch_size": 64,
+    "learning_rate": 1e-3,
+    "clips_per_chunk": 64,
+    "block_pool": "concat",
+    "standardize": True,
+    "pca": 16,
+    "whiten": True,
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": SEED,
-    "default": dict(SEED),
+    "default": DEFAULT,
     "fast": {
         "n_mels": 64,
         "n_frames": 96,

@@ -20,15 +20,16 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.config import Config
-from flows.corpus import is_url, label_lookup, read_labels, scan
-from storage import Store
+from flows.corpus import is_url, join, label_lookup, read_labels, scan
+from storage import Store, StoreError
 from storage.lock import store_lock
 from tasks.caching import digest, file_digest, report_key, train_key
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
 from tasks.preprocess import preprocess_batch_task
 from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist, run_report
-from tasks.train import model_files_exist, train_autoencoder_task
+from tasks.audio import probe_duration
+from tasks.train import model_files_exist, train_task
 
 
 def run_windowed(submit, items: list, window: int, stage: str) -> list:
@@ -60,9 +61,39 @@ def run_windowed(submit, items: list, window: int, stage: str) -> list:
     return results
 
 
+AUDIO_FIELDS = ("sample_rate", "duration", "trim_db", "min_duration", "min_sample_rate", "silence_db", "spectrogram",
+                "n_mels", "n_frames", "max_frames", "n_fft", "block", "channels", "clips_per_chunk")
+
+
 def feature_fingerprint(input_dir: str, config: Config) -> str:
-    """What the stored images depend on: the input root, the audio settings and the layout."""
-    return digest(_root_id(input_dir), config.audio_spec(), config.geometry(), config.clips_per_chunk)[:16]
+    """What the stored images depend on: the input root, the audio settings and the layout (as configured,
+    so ``"auto"`` values stay auto: a store keeps the values they were resolved to)."""
+    return digest(_root_id(input_dir), {f: config.as_configured(f) for f in AUDIO_FIELDS})[:16]
+
+
+def resolve_config(input_dir: str, store_url: str, config: Config, labels: str | None = None, sample: int = 300) -> Config:
+    """``config`` with ``"auto"`` audio fields fixed: from the store made for this corpus and configuration
+    if there is one (so a grown corpus stays incremental), else from a sample of the files' durations."""
+    if config.resolved:
+        return config
+    try:
+        store = Store.open(store_url)
+        if store.attrs.get("fingerprint") == feature_fingerprint(input_dir, config) and "resolved" in store.attrs:
+            return config.with_resolved(store.attrs["resolved"])
+    except StoreError:
+        pass
+    rng, picked = np.random.default_rng(0), []
+    for i, entry in enumerate(scan(input_dir, exclude=(labels,))):  # reservoir sample of the listing
+        if len(picked) < sample:
+            picked.append(entry)
+        elif (j := rng.integers(0, i + 1)) < sample:
+            picked[j] = entry
+    durations = [d for e in picked if (d := probe_duration(join(input_dir, e.path))) is not None]
+    resolved = config.resolve(durations)
+    get_run_logger().info(
+        "auto settings from %d sampled files: duration %.2f s, %d frames", len(durations), resolved.duration, resolved.n_frames
+    )
+    return resolved
 
 
 def _root_id(input_dir: str) -> str:
@@ -70,15 +101,21 @@ def _root_id(input_dir: str) -> str:
 
 
 def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str | None, label_column: str) -> dict:
-    """Sync the store's manifest with the corpus and process the chunks that hold new or changed files."""
+    """Sync the store's manifest with the corpus and process the chunks that hold new or changed files.
+
+    ``config`` may still hold ``"auto"`` values; pass it through :func:`resolve_config` first to
+    know what they became (this function resolves them the same way)."""
     logger = get_run_logger()
     label_of = label_lookup(read_labels(labels, label_column)) if labels else None
+    fingerprint = feature_fingerprint(input_dir, config)
+    config = resolve_config(input_dir, store_url, config, labels)
     store, created = Store.open_or_create(
         store_url,
         config.geometry(),
         config.clips_per_chunk,
-        feature_fingerprint(input_dir, config),
-        attrs={"input_dir": _root_id(input_dir), "audio": asdict(config.audio_spec()), "preset": config.preset},
+        fingerprint,
+        attrs={"input_dir": _root_id(input_dir), "audio": asdict(config.audio_spec()), "preset": config.preset,
+               "resolved": {"duration": config.duration, "n_frames": config.n_frames}},
     )
     sync = store.sync_manifest(scan(input_dir, exclude=(labels,)), label_of)
     if not sync["listed"]:
@@ -167,29 +204,32 @@ def _run_name() -> str:
     return f"{corpus}-{preset}"
 
 
-def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, codes: str = "codes") -> tuple[dict, dict]:
+def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, codes: str = "codes") -> tuple[dict, dict | None]:
     """train -> encode (into the codes array ``codes``) -> cluster and report, on a preprocessed store.
 
-    Returns ``(metrics, training summary)`` and times each stage into ``timings``.
+    With ``features = "mfcc-stats"`` there is no network: the handcrafted baseline is clustered.
+    Returns ``(metrics, training summary or None)`` and times each stage into ``timings``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
-    params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model_spec(), train=config.train_spec())
-    key = train_key(None, params)
-    fresh = _cached_ok(out_dir, "train", key, model_files_exist(params["run_dir"]))
-    trained = train_autoencoder_task.with_options(refresh_cache=not fresh)(**params)
-    _stamp(out_dir, "train", key)
-    history = json.loads(Path(trained["history"]).read_text())
-    plot_loss(history, out_dir / "loss.png")
-    timings["train_s"] = round(time.perf_counter() - t, 1)
+    trained = None
+    if config.features == "network":
+        t = time.perf_counter()
+        params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model_spec(), train=config.train_spec())
+        key = train_key(None, params)
+        fresh = _cached_ok(out_dir, "train", key, model_files_exist(params["run_dir"]))
+        trained = train_task.with_options(refresh_cache=not fresh)(**params)
+        _stamp(out_dir, "train", key)
+        history = json.loads(Path(trained["history"]).read_text())
+        plot_loss(history, out_dir / "loss.png")
+        timings["train_s"] = round(time.perf_counter() - t, 1)
+
+        t = time.perf_counter()
+        encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight, codes)
+        timings["encode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight, codes)
-    timings["encode_s"] = round(time.perf_counter() - t, 1)
-
-    t = time.perf_counter()
-    params = dict(store_url=store_url, out_dir=str(out_dir), k=config.k, n_init=config.n_init, seed=config.seed,
-                  split_seed=config.split_seed, codes=codes)
+    params = dict(store_url=store_url, out_dir=str(out_dir), features=config.feature_spec(), cluster=config.cluster_spec(),
+                  split_seed=config.split_seed, codes=codes, model_dir=str(out_dir / "model") if trained else None)
     key = report_key(None, params)
     fresh = _cached_ok(out_dir, "report", key, report_files_exist(str(out_dir)))
     metrics = cluster_and_report_task.with_options(refresh_cache=not fresh)(**params)
@@ -214,6 +254,7 @@ def pipeline(
     timings = {}
     with store_lock(store_url, _owner()):
         t = time.perf_counter()
+        config = resolve_config(input_dir, store_url, config, labels)
         counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
         timings["preprocess_s"] = round(time.perf_counter() - t, 1)
         get_run_logger().info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
@@ -221,11 +262,11 @@ def pipeline(
 
     metrics.update(
         store=store_url,
-        loss_plot=str(out_dir / "loss.png"),
-        model=trained["encoder"],
-        epochs=trained["epochs"],
-        final_loss=trained["final_loss"],
-        device=trained["device"],
+        loss_plot=str(out_dir / "loss.png") if trained else None,
+        model=trained["encoder"] if trained else None,
+        epochs=trained["epochs"] if trained else 0,
+        final_loss=trained["final_loss"] if trained else None,
+        device=trained["device"] if trained else None,
         preset=config.preset,
         preprocess=counts,
         input_dir=str(input_dir),

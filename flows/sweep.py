@@ -33,7 +33,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
 from flows.config import Config, ConfigError, load_config, read_toml
-from flows.pipeline import feature_fingerprint, model_stages, preprocess_stage
+from flows.pipeline import feature_fingerprint, model_stages, preprocess_stage, resolve_config
 from storage.lock import store_lock
 
 SWEEP_FACTORS = ("spectrogram", "encoder", "decoder", "batch_size", "learning_rate", "code_channels", "seed")
@@ -121,6 +121,7 @@ def sweep(input_dir: str, grid: dict, out: str, labels: str | None = None, label
             stores[fp] = str(out_dir / "stores" / f"{cfg.spectrogram}-{fp[:8]}.zarr")
             with store_lock(stores[fp], f"sweep {out_dir}"):
                 preprocess_stage(input_dir, stores[fp], cfg, labels, label_column)
+    configs = [resolve_config(input_dir, stores[feature_fingerprint(input_dir, c)], c, labels) for c in configs]
 
     address = FlowRunContext.get().task_runner.client.scheduler.address
     runner = DaskTaskRunner(address=address)

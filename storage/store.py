@@ -71,18 +71,23 @@ class Geometry:
 
     freq: int  # image height: Mel bands (or frequency bins)
     frames: int  # image width: time frames
-    block: int  # blocks are block x block squares
+    block: int  # block height (rows); blocks are block x block squares unless block_width is set
     channels: int  # 1 (spectrogram) or 3 (+ delta, delta-delta)
+    block_width: int = 0  # block width (frames); 0 = square. block=freq, block_width=frames: one block per clip
 
     def __post_init__(self) -> None:
-        if self.freq % self.block or self.frames % self.block:
+        if self.freq % self.block or self.frames % self.width:
             raise ValueError(
-                f"image {self.freq}x{self.frames} does not split into {self.block}x{self.block} blocks"
+                f"image {self.freq}x{self.frames} does not split into {self.block}x{self.width} blocks"
             )
 
     @property
+    def width(self) -> int:
+        return self.block_width or self.block
+
+    @property
     def grid(self) -> tuple[int, int]:
-        return self.freq // self.block, self.frames // self.block
+        return self.freq // self.block, self.frames // self.width
 
     @property
     def blocks_per_clip(self) -> int:
@@ -91,7 +96,7 @@ class Geometry:
 
     @property
     def block_shape(self) -> tuple[int, int, int]:
-        return self.block, self.block, self.channels
+        return self.block, self.width, self.channels
 
 
 @dataclass(frozen=True)
@@ -115,19 +120,20 @@ def _compressors() -> list:
     return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"), Crc32cCodec()]
 
 
-def to_blocks(img: np.ndarray, block: int) -> np.ndarray:
-    """Split (H, W, C) into row-major (H/block * W/block, block, block, C) squares."""
+def to_blocks(img: np.ndarray, block: int, width: int | None = None) -> np.ndarray:
+    """Split (H, W, C) into row-major (H/block * W/width, block, width, C) tiles (squares by default)."""
     h, w, c = img.shape
-    if h % block or w % block:
-        raise ValueError(f"image {h}x{w} does not split into {block}x{block} blocks")
-    rows, cols = h // block, w // block
-    return img.reshape(rows, block, cols, block, c).transpose(0, 2, 1, 3, 4).reshape(-1, block, block, c)
+    width = width or block
+    if h % block or w % width:
+        raise ValueError(f"image {h}x{w} does not split into {block}x{width} blocks")
+    rows, cols = h // block, w // width
+    return img.reshape(rows, block, cols, width, c).transpose(0, 2, 1, 3, 4).reshape(-1, block, width, c)
 
 
 def from_blocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Inverse of :func:`to_blocks` for one clip's blocks."""
-    _, b, _, c = blocks.shape
-    return blocks.reshape(rows, cols, b, b, c).transpose(0, 2, 1, 3, 4).reshape(rows * b, cols * b, c)
+    _, b, wd, c = blocks.shape
+    return blocks.reshape(rows, cols, b, wd, c).transpose(0, 2, 1, 3, 4).reshape(rows * b, cols * wd, c)
 
 
 def file_hash(fh, block: int = 1 << 20) -> str:

@@ -35,6 +35,7 @@ class AudioSpec:
     n_fft: int = 2048  # Mel only
     channels: int = 1  # 1, or 3 = + delta + delta-delta
     top_db: float = 80.0  # dynamic range kept by the dB kinds
+    trim_db: float = 0.0  # > 0: cut leading/trailing audio quieter than peak - trim_db dB (librosa.effects.trim)
 
     @property
     def n_samples(self) -> int:
@@ -84,8 +85,9 @@ def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
         raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
     if hasattr(source, "seek"):
         source.seek(0)
+    window = spec.duration + 1.0 if spec.trim_db > 0 else spec.duration  # room for leading silence
     try:  # native rate and channels first, so the samples can be checked before mixing and resampling
-        y, rate = librosa.load(source, sr=None, mono=False, duration=spec.duration)
+        y, rate = librosa.load(source, sr=None, mono=False, duration=window)
     except Exception as exc:
         raise Rejected(f"undecodable: {_short(exc)}") from exc
     if y.size == 0:
@@ -102,7 +104,26 @@ def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
     if peak <= 10 ** (spec.silence_db / 20):
         peak_db = 20 * np.log10(peak) if peak > 0 else float("-inf")
         raise Rejected(f"silent: peak {peak_db:.1f} dBFS below {spec.silence_db:.0f} dBFS")
+    if spec.trim_db > 0:
+        trimmed, _ = librosa.effects.trim(y, top_db=spec.trim_db)
+        if len(trimmed) >= 0.05 * spec.sample_rate:  # keep the untrimmed clip if almost nothing is left
+            y = trimmed
     return librosa.util.fix_length(y, size=spec.n_samples).astype(np.float32), seconds
+
+
+def probe_duration(path: str) -> float | None:
+    """Seconds of audio in ``path`` from its header (no decoding); None when it cannot be read."""
+    import soundfile as sf
+
+    try:
+        if "://" in str(path):
+            import fsspec
+
+            with fsspec.open(path, "rb") as fh:
+                return float(sf.info(fh).duration)
+        return float(sf.info(path).duration)
+    except Exception:
+        return None
 
 
 def _short(exc: Exception) -> str:

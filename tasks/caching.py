@@ -67,8 +67,14 @@ def encode_key(context, p: dict) -> str:
 def report_key(context, p: dict) -> str:
     store = Store.open(p["store_url"])
     ok = store.ok()
-    codes = store.read(p.get("codes", "codes"))
+    if p["features"].source == "network":  # the codes are what the clustering sees
+        content = store.read(p.get("codes", "codes"))[np.repeat(ok, store.geometry.blocks_per_clip)]
+    else:  # handcrafted features come from the stored images
+        content = store_digest(p["store_url"])
+    model = None
+    if p["cluster"].method == "idec":  # trains the network further: depends on its weights
+        model = file_digest(str(Path(p["model_dir"]) / "encoder.keras"))
     return "report-" + digest(
-        code_version(), codes[np.repeat(ok, store.geometry.blocks_per_clip)], store.read("path")[ok], store.read("label")[ok],
-        p["k"], p["n_init"], p["seed"], p["split_seed"], str(Path(p["out_dir"]).resolve()),
+        code_version(), content, store.read("path")[ok], store.read("label")[ok],
+        p["features"], p["cluster"], p["split_seed"], model, str(Path(p["out_dir"]).resolve()),
     )

@@ -1,22 +1,145 @@
-"""Clip features from block codes, and K-Means."""
+"""Clip features from block codes (or the handcrafted baseline), and K-Means.
+
+A clip's feature vector is built in three steps, each a :class:`FeatureSpec` field:
+
+1. combine its blocks' codes (``block_pool``): concatenated in block order (the report),
+   or their mean, or mean and max;
+2. ``standardize``: z-score each feature with corpus statistics;
+3. ``pca``: project onto that many principal components, ``whiten``-ed to unit variance.
+
+:class:`Clusterer` holds the fitted transform and the centroids, so new clips can be
+assigned later (``audioclust assign``) exactly as the corpus was: it saves to one ``.npz``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
 import numpy as np
 
+POOLS = ("concat", "mean", "meanmax")
 
-def clip_features(codes: np.ndarray, blocks_per_clip: int) -> np.ndarray:
-    """A clip's feature is its blocks' codes concatenated in block order (as in the report)."""
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    source: str = "network"  # network (block codes) | mfcc-stats (handcrafted baseline)
+    block_pool: str = "concat"
+    standardize: bool = False
+    pca: int = 0
+    whiten: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    method: str = "kmeans"  # kmeans | idec
+    k: int = 20
+    n_init: int = 10
+    seed: int = 0
+    gamma: float = 0.1  # IDEC: weight of the clustering loss
+    tol: float = 0.001  # IDEC: stop when fewer assignments than this fraction change
+    epochs: int = 30  # IDEC: at most this many passes
+    learning_rate: float = 1e-4
+    batch_size: int = 16
+
+
+def clip_features(codes: np.ndarray, blocks_per_clip: int, pool: str = "concat") -> np.ndarray:
+    """One row per clip from its blocks' codes: concatenated in block order (as in the report), mean, or mean+max."""
     n_blocks, size = codes.shape
     if n_blocks % blocks_per_clip:
         raise ValueError(f"{n_blocks} codes are not a whole number of clips of {blocks_per_clip} blocks")
-    return codes.reshape(n_blocks // blocks_per_clip, blocks_per_clip * size)
+    per_clip = codes.reshape(n_blocks // blocks_per_clip, blocks_per_clip, size)
+    if pool == "concat":
+        return per_clip.reshape(len(per_clip), -1)
+    if pool == "mean":
+        return per_clip.mean(1)
+    if pool == "meanmax":
+        return np.concatenate([per_clip.mean(1), per_clip.max(1)], 1)
+    raise ValueError(f"block_pool must be one of {POOLS}, not {pool!r}")
 
 
-def kmeans(features: np.ndarray, k: int, n_init: int = 10, seed: int = 0) -> np.ndarray:
+def mfcc_stats(images: np.ndarray, top_db: float = 80.0, n_mfcc: int = 20) -> np.ndarray:
+    """The handcrafted baseline: MFCC and log-Mel band mean and std over time, per clip.
+
+    ``images`` are stored (clip, band, frame, channel) images in [0, 1]; channel 0 is the
+    dB spectrogram scaled by ``top_db`` (so MFCC = DCT of the log-Mel, as librosa computes it).
+    """
+    import librosa
+
+    out = []
+    for img in images:
+        db = img[..., 0].astype(np.float64) * top_db - top_db
+        mfcc = librosa.feature.mfcc(S=db, n_mfcc=min(n_mfcc, db.shape[0]))
+        out.append(np.concatenate([mfcc.mean(1), mfcc.std(1), db.mean(1), db.std(1)]))
+    return np.asarray(out, np.float32)
+
+
+class Clusterer:
+    """Feature transform (standardize, PCA, whitening) + K-Means centroids; ``fit`` / ``predict`` / ``save`` / ``load``."""
+
+    def __init__(self, features: FeatureSpec, cluster: ClusterSpec):
+        self.features, self.cluster = features, cluster
+        self.mean_ = self.scale_ = self.components_ = self.pca_mean_ = self.pca_scale_ = self.centroids_ = None
+
+    # -- the feature transform ----------------------------------------------------------
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        d = x.shape[1]
+        self.mean_, self.scale_ = np.zeros(d), np.ones(d)
+        if self.features.standardize:
+            self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-8
+        z = (x - self.mean_) / self.scale_
+        if self.features.pca:
+            from sklearn.decomposition import PCA
+
+            n = min(self.features.pca, z.shape[1], len(z) - 1)
+            pca = PCA(n, whiten=False, random_state=self.cluster.seed).fit(z)
+            self.pca_mean_, self.components_ = pca.mean_, pca.components_
+            self.pca_scale_ = np.sqrt(pca.explained_variance_) + 1e-12 if self.features.whiten else np.ones(n)
+        return self.transform(x)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = (np.asarray(x, np.float64) - self.mean_) / self.scale_
+        if self.components_ is not None:
+            z = (z - self.pca_mean_) @ self.components_.T / self.pca_scale_
+        return z.astype(np.float32)
+
+    # -- clustering ------------------------------------------------------------------------
+    def fit_predict(self, x: np.ndarray) -> np.ndarray:
+        """Fit the transform and K-Means (k-means++, ``n_init`` restarts, best inertia); cluster per row."""
+        z = self.fit_transform(x)
+        labels, self.centroids_ = kmeans(z, self.cluster.k, self.cluster.n_init, self.cluster.seed, return_centroids=True)
+        return labels
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Nearest centroid in the fitted feature space (for IDEC: the refined centroids)."""
+        z = self.transform(x)
+        d = ((z[:, None, :] - self.centroids_[None].astype(np.float32)) ** 2).sum(-1)
+        return d.argmin(1)
+
+    def save(self, path: str | Path) -> None:
+        arrays = {k: v for k, v in vars(self).items() if k.endswith("_") and v is not None}
+        spec = np.array(repr({"features": asdict(self.features), "cluster": asdict(self.cluster)}))
+        np.savez(path, spec=spec, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Clusterer":
+        import ast
+
+        with np.load(path, allow_pickle=False) as z:
+            spec = ast.literal_eval(str(z["spec"]))
+            self = cls(FeatureSpec(**spec["features"]), ClusterSpec(**spec["cluster"]))
+            for name in z.files:
+                if name != "spec":
+                    setattr(self, name, z[name])
+        return self
+
+
+def kmeans(features: np.ndarray, k: int, n_init: int = 10, seed: int = 0, return_centroids: bool = False):
     """K-Means (k-means++ init, ``n_init`` restarts, best inertia kept): cluster per row."""
     from sklearn.cluster import KMeans
 
     if len(features) < k:
         raise ValueError(f"cannot make {k} clusters from {len(features)} clips")
-    return KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed).fit_predict(features)
+    km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed).fit(features)
+    return (km.labels_, km.cluster_centers_) if return_centroids else km.labels_

@@ -39,6 +39,7 @@ class ModelSpec:
     activation: str = "relu"
     encoder: str = "pool"
     decoder: str = "upsample"
+    objective: str = "autoencoder"  # or "contrastive" (tasks.contrastive; uses ``filters`` only)
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -67,6 +68,8 @@ class ModelSpec:
 
     @property
     def code_size(self) -> int:
+        if self.objective == "contrastive":
+            return 2 * self.filters[-1]  # global average ++ global max pooling
         return self.code_side**2 * self.code_channels
 
 

@@ -68,7 +68,7 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
             except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
                 raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
             y, durations[i] = load_clip(path, spec)
-            blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block)
+            blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block, store.geometry.width)
             status[i], reasons[i] = OK, ""
         except Rejected as exc:
             status[i], reasons[i] = REJECTED, str(exc)

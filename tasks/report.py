@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,22 +13,49 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from storage import Store
 from tasks.caching import report_key
-from tasks.cluster import clip_features, kmeans
+from tasks.cluster import ClusterSpec, Clusterer, FeatureSpec, clip_features, mfcc_stats
 from tasks.metrics import evaluate
 
 
+def clip_feature_matrix(store: Store, features: FeatureSpec, codes: str = "codes") -> np.ndarray:
+    """Raw clip features of the stored (ok) clips, in store order: pooled block codes, or the MFCC baseline."""
+    ok = store.ok()
+    if features.source == "mfcc-stats":
+        top_db = float(store.attrs.get("audio", {}).get("top_db", 80.0))
+        parts = [mfcc_stats(store.images(s, e)[ok[s:e]], top_db) for s, e in store.clip_batches() if ok[s:e].any()]
+        return np.concatenate(parts)
+    return clip_features(store.read(codes), store.geometry.blocks_per_clip, features.block_pool)[ok]
+
+
 def cluster_and_report(
-    store_url: str, out_dir: str, k: int, n_init: int = 10, seed: int = 0, split_seed: int = 0, codes: str = "codes"
+    store_url: str,
+    out_dir: str,
+    features: FeatureSpec,
+    cluster: ClusterSpec,
+    split_seed: int = 0,
+    codes: str = "codes",
+    model_dir: str | None = None,
+    log=print,
 ) -> dict:
-    """Cluster the stored clips; write ``predictions.csv``, ``rejects.csv``, ``metrics.json``."""
+    """Cluster the stored clips (K-Means, or IDEC refined in the network in ``model_dir``);
+    write ``predictions.csv``, ``rejects.csv``, ``metrics.json`` and ``clusterer.npz``."""
     store = Store.open(store_url)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ok = store.ok()
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
-    features = clip_features(store.read(codes), store.geometry.blocks_per_clip)[ok]
-    pred = kmeans(features, k, n_init=n_init, seed=seed)
+    x = clip_feature_matrix(store, features, codes)
+    clusterer = Clusterer(features, cluster)
+    pred = clusterer.fit_predict(x)
+    dec = None
+    if cluster.method == "idec":
+        if features.source != "network" or not model_dir:
+            raise ValueError("cluster 'idec' trains inside the network: it needs features 'network' and a trained model")
+        from tasks.dec import run_idec
+
+        pred, dec = run_idec(store_url, model_dir, clusterer, cluster, log=log)
+    clusterer.save(out / "clusterer.npz")
 
     with open(out / "predictions.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -41,16 +69,22 @@ def cluster_and_report(
 
     labelled = labels[ok] != ""
     scores = evaluate(paths[ok][labelled], labels[ok][labelled], pred[labelled], split_seed) if labelled.any() else {}
-    sizes = np.bincount(pred, minlength=k).tolist()
+    sizes = np.bincount(pred, minlength=cluster.k).tolist()
     counts = store.counts()
     metrics = {
         "found": counts["ok"] + counts["rejected"] + counts["pending"],
         "stored": int(ok.sum()),
         "rejected": len(rejects),
         "labelled": int(labelled.sum()),
-        "k": k,
-        "n_init": n_init,
-        "feature_dim": int(features.shape[1]),
+        "k": cluster.k,
+        "n_init": cluster.n_init,
+        "features": asdict(features),
+        "cluster": asdict(cluster),
+        "dec": dec,
+        "audio": store.attrs.get("audio"),
+        "geometry": store.attrs.get("geometry"),
+        "feature_dim": int(x.shape[1]),
+        "cluster_dim": int(clusterer.transform(x[:1]).shape[1]),
         "cluster_sizes": sizes,
         "scores": scores,
         "predictions": str(out / "predictions.csv"),
@@ -81,13 +115,16 @@ def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
 
 
 def report_files_exist(out_dir: str) -> bool:
-    return all((Path(out_dir) / f).is_file() for f in ("predictions.csv", "rejects.csv", "metrics.json"))
+    return all((Path(out_dir) / f).is_file() for f in ("predictions.csv", "rejects.csv", "metrics.json", "clusterer.npz"))
 
 
 @task(name="cluster-and-report", task_run_name="cluster-and-report", cache_key_fn=report_key, persist_result=True, retries=1, retry_delay_seconds=5)
-def cluster_and_report_task(store_url: str, out_dir: str, k: int, n_init: int, seed: int, split_seed: int, codes: str = "codes") -> dict:
-    """K-Means and scores; cached on the codes' content, the labels and the clustering settings."""
-    metrics = cluster_and_report(store_url, out_dir, k, n_init, seed, split_seed, codes)
+def cluster_and_report_task(
+    store_url: str, out_dir: str, features: FeatureSpec, cluster: ClusterSpec, split_seed: int,
+    codes: str = "codes", model_dir: str | None = None,
+) -> dict:
+    """Clustering and scores; cached on the features' content, the labels, the settings (and the model for IDEC)."""
+    metrics = cluster_and_report(store_url, out_dir, features, cluster, split_seed, codes, model_dir, log=get_run_logger().info)
     if "all" in metrics["scores"]:
         get_run_logger().info("NMI %.4f on %d labelled clips", metrics["scores"]["all"]["nmi"], metrics["labelled"])
     return metrics
@@ -102,7 +139,8 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     out = Path(out_dir)
     store = Store.open(store_url)
     ok = store.ok()
-    features = clip_features(store.read(codes), store.geometry.blocks_per_clip)[ok]
+    clusterer = Clusterer.load(out / "clusterer.npz")
+    features = clusterer.transform(clip_feature_matrix(store, clusterer.features, codes))
     with open(out / "predictions.csv") as fh:
         pred = dict((r["file"], int(r["cluster"])) for r in csv.DictReader(fh))
     paths = store.read("path")[ok]

@@ -36,6 +36,9 @@ class TrainSpec:
     threads: int = 0  # 0: all cores
     shuffle_chunks: int = 4  # chunks held in the shuffle buffer
     mixed_precision: bool = False  # float16 compute, only when a GPU is used
+    temperature: float = 0.1  # contrastive objective: NT-Xent temperature
+    crop: float = 0.6  # contrastive objective: fraction of frames per augmented view
+    max_clips: int = 20000  # contrastive objective: train on a seeded sample of at most this many clips
 
 
 def configure_tensorflow(threads: int, seed: int | None = None) -> str:
@@ -269,6 +272,7 @@ def train_autoencoder(
         "best_epoch": es.best_epoch + 1,
         "train_seconds": round(seconds, 1),
         "device": device,
+        "objective": "autoencoder",
         "blocks": stream.n_blocks,
         "validation_blocks": val_stream.n_blocks if val_stream else 0,
         "model": asdict(model),
@@ -280,13 +284,22 @@ def train_autoencoder(
 
 
 def model_files_exist(run_dir: str) -> bool:
-    return all((Path(run_dir) / f).is_file() for f in ("encoder.keras", "autoencoder.keras", "history.json"))
+    return all((Path(run_dir) / f).is_file() for f in ("encoder.keras", "train.json", "history.json"))
 
 
-@task(name="train-autoencoder", task_run_name="train-autoencoder", cache_key_fn=train_key, persist_result=True, retries=1, retry_delay_seconds=5)
-def train_autoencoder_task(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec) -> dict:
-    """Train in the flow process; a retry resumes from the last epoch's checkpoint.
+def train_model(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec, log: Callable[[str], None] = print) -> dict:
+    """Train ``model.objective``: the report's autoencoder, or the contrastive encoder (tasks.contrastive)."""
+    if model.objective == "contrastive":
+        from tasks.contrastive import train_contrastive
+
+        return train_contrastive(store_url, run_dir, model.filters, train, log=log)
+    return train_autoencoder(store_url, run_dir, model, train, log=log)
+
+
+@task(name="train-model", task_run_name="train-model", cache_key_fn=train_key, persist_result=True, retries=1, retry_delay_seconds=5)
+def train_task(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec) -> dict:
+    """Train in the flow process; a retry of the autoencoder resumes from the last epoch's checkpoint.
 
     Cached on the stored blocks' content, the model and training settings and the code.
     """
-    return train_autoencoder(store_url, run_dir, model, train, log=get_run_logger().info)
+    return train_model(store_url, run_dir, model, train, log=get_run_logger().info)

@@ -118,7 +118,7 @@ def test_a_triggered_run_completes_and_its_rerun_is_cached(worker, small_corpus,
     assert second.state.is_completed()
     (rerun,) = _children(second.id)
     states = {tr.name: tr.state.name for tr in _task_runs(rerun.id)}
-    assert states["train-autoencoder"] == "Cached" and states["cluster-and-report"] == "Cached"
+    assert states["train-model"] == "Cached" and states["cluster-and-report"] == "Cached"
     assert {s for n, s in states.items() if n.startswith("encode-blocks-")} == {"Cached"}
     print(f"deployment run: first {first_s:.1f} s, cached re-run {second_s:.1f} s")
 

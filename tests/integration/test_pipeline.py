@@ -187,7 +187,7 @@ def test_a_second_run_is_served_from_cache_and_a_training_change_retrains(pipeli
     t = time.perf_counter()
     second = run_on_dask(pipeline, config, input_dir=str(audio), labels=str(labels), out=str(out))
     states = _task_states(_last_run_id())
-    assert states["train-autoencoder"] == "Cached" and states["cluster-and-report"] == "Cached"
+    assert states["train-model"] == "Cached" and states["cluster-and-report"] == "Cached"
     encode = [s for n, s in states.items() if n.startswith("encode-blocks-")]
     assert encode and set(encode) == {"Cached"}
     assert not any(n.startswith("preprocess-clips-") for n in states)  # the manifest: nothing to redo
@@ -198,6 +198,6 @@ def test_a_second_run_is_served_from_cache_and_a_training_change_retrains(pipeli
     changed = load_config("fast", k=4, n_workers=2, epochs=11, clips_per_chunk=8, dashboard_address="127.0.0.1:0")
     third = run_on_dask(pipeline, changed, input_dir=str(audio), labels=str(labels), out=str(out))
     states = _task_states(_last_run_id())
-    assert states["train-autoencoder"] == "Completed" and states["cluster-and-report"] == "Completed"
+    assert states["train-model"] == "Completed" and states["cluster-and-report"] == "Completed"
     assert {s for n, s in states.items() if n.startswith("encode-blocks-")} == {"Completed"}
     assert third["preprocess"]["processed_chunks"] == 0 and third["epochs"] == 11

@@ -31,7 +31,7 @@ def test_layout_chunks_and_dimension_names(tmp_path):
     assert g["blocks"].chunks == (12, 32, 32, 1)
     assert g["path"].chunks == (2,)
     assert g["blocks"].metadata.dimension_names == ("block", "row", "col", "channel")
-    assert g.attrs["geometry"] == {"freq": 64, "frames": 96, "block": 32, "channels": 1}
+    assert g.attrs["geometry"] == {"freq": 64, "frames": 96, "block": 32, "channels": 1, "block_width": 0}
     assert list(store.read("label")) == ["x", "y", ""]
     # nothing processed yet: every listed file is pending, and counted among the rejects
     assert [r for r in store.rejects()] == [("a.wav", "not processed"), ("b.wav", "not processed"), ("c.wav", "not processed")]

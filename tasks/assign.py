@@ -1,0 +1,86 @@
+"""Put new clips into a finished run's clusters, without retraining (``audioclust assign``).
+
+A clip goes the same way the run's clips went: the run's audio settings, its (possibly
+IDEC-refined) encoder, its feature transform and its centroids, all read from the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from storage import Geometry
+from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks
+from tasks.cluster import Clusterer, clip_features, mfcc_stats
+
+
+class RunError(ValueError):
+    """The run folder is missing something ``assign`` needs; one line for the user."""
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, Clusterer, str | None]:
+    """``(metrics, clusterer, encoder path or None)`` of a finished pipeline run."""
+    run = Path(run_dir)
+    for name in ("metrics.json", "clusterer.npz"):
+        if not (run / name).is_file():
+            raise RunError(f"{run} is not a finished audioclust run (no {name})")
+    metrics = json.loads((run / "metrics.json").read_text())
+    if "audio" not in metrics or "geometry" not in metrics:
+        raise RunError(f"{run}/metrics.json lacks the audio settings (made by an older version?)")
+    clusterer = Clusterer.load(run / "clusterer.npz")
+    encoder = None
+    if clusterer.features.source == "network":
+        name = "dec_encoder.keras" if clusterer.cluster.method == "idec" else "encoder.keras"
+        encoder = str(run / "model" / name)
+        if not Path(encoder).is_file():
+            raise RunError(f"{run} has no model/{name}")
+    return metrics, clusterer, encoder
+
+
+def assign(
+    files: Iterable[tuple[str, str]], run_dir: str | Path, batch: int = 64, progress: Callable[[int], None] | None = None
+) -> list[dict]:
+    """Cluster of each ``(name, path)``: rows ``{"file", "cluster", "reason"}`` (cluster -1 and a reason when rejected)."""
+    metrics, clusterer, encoder_path = load_run(run_dir)
+    spec = AudioSpec(**metrics["audio"])
+    geo = Geometry(**metrics["geometry"])
+    encoder = None
+    if encoder_path:
+        from tasks.encode import encode_blocks, load_encoder
+
+        encoder = load_encoder(encoder_path)
+    rows: list[dict] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        images = np.stack([img for _, img in pending])
+        if encoder is None:
+            x = mfcc_stats(images, spec.top_db)
+        else:
+            blocks = np.concatenate([to_blocks(img, geo.block, geo.width) for img in images])
+            x = clip_features(encode_blocks(encoder, blocks), geo.blocks_per_clip, clusterer.features.block_pool)
+        for (i, _), c in zip(pending, clusterer.predict(x)):
+            rows[i]["cluster"] = int(c)
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    for name, path in files:
+        rows.append({"file": name, "cluster": -1, "reason": ""})
+        try:
+            y, _ = load_clip(path, spec)
+            # the store keeps float16: round the same way so a stored clip is assigned as it was clustered
+            pending.append((len(rows) - 1, image(y, spec).astype(np.float16).astype(np.float32)))
+        except Rejected as exc:
+            rows[-1]["reason"] = str(exc)
+            if progress:
+                progress(1)
+        if len(pending) >= batch:
+            flush()
+    flush()
+    return rows

@@ -1,0 +1,195 @@
+"""The ``default`` preset's network: a small CNN trained contrastively (SimCLR) on the corpus itself.
+
+Why: a reconstruction loss spends the code on what is loud and large in the image; a
+contrastive loss (two augmented views of a clip must be closer to each other than to any
+other clip's views) spends it on what tells clips apart, which is what clustering needs.
+Measured in ``docs/research/README.md`` and ``bench/quality.py``.
+
+Encoder (the model saved as ``encoder.keras``, block image in, clip code out)::
+
+    block (H, W, C) -> per-band standardization (corpus statistics, a Normalization layer)
+      -> 3 x [Conv 3x3 (no bias) -> BatchNorm -> ReLU -> MaxPool 2]   (filters, e.g. 16, 32, 64)
+      -> Conv 3x3 -> BatchNorm -> ReLU
+      -> global average pool ++ global max pool = code (2 x last filters)
+
+Training adds a projection head (Dense 256 -> ReLU -> Dense 128) and minimises NT-Xent
+(temperature ``TrainSpec.temperature``) between two views of each clip. A view is a random
+``crop`` of the frames, sometimes mixed with another clip, with a frequency mask, a time
+mask, a random spectral tilt and Gaussian noise. Everything trains from the corpus; no
+outside weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from storage import Store
+
+
+def build_trunk(height: int, channels: int, filters) -> "object":
+    """The convolutional trunk on standardized input of any width (>= 8 frames)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((height, None, channels), name="standardized")
+    x = inp
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Conv2D(filters[-1], 3, padding="same", use_bias=False, name="conv_top")(x)
+    x = layers.BatchNormalization(name="bn_top")(x)
+    x = layers.Activation("relu", name="relu_top")(x)
+    return keras.Model(inp, x, name="trunk")
+
+
+def _pooled(trunk, x):
+    from keras import layers
+
+    fmap = trunk(x)
+    return layers.Concatenate(name="code")([layers.GlobalAveragePooling2D(name="gap")(fmap), layers.GlobalMaxPooling2D(name="gmp")(fmap)])
+
+
+def build_encoder(block_shape, trunk, mean: np.ndarray, variance: np.ndarray):
+    """Block image -> code: the saved encoder, with the per-band standardization inside it."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input(block_shape, name="block")
+    x = layers.Normalization(axis=1, mean=mean.tolist(), variance=variance.tolist(), name="band_norm")(inp)
+    return keras.Model(inp, _pooled(trunk, x), name="encoder")
+
+
+def crop_width(frames: int, crop: float) -> int:
+    """Frames per augmented view: ``crop`` of the image, a multiple of 8, at least 8."""
+    if frames < 16:
+        return frames
+    return int(min(frames, max(8, round(frames * crop / 8) * 8)))
+
+
+def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """One random view of each standardized image in ``batch`` (n, H, T, C); ``pool`` supplies mix-ins."""
+    n, h, t, c = batch.shape
+    out = np.empty((n, h, width, c), np.float32)
+    tilt = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
+    for j in range(n):
+        s = rng.integers(0, t - width + 1)
+        v = batch[j, :, s : s + width].copy()  # random crop in time
+        if rng.random() < 0.5:  # mix in another clip, quieter
+            s2 = rng.integers(0, t - width + 1)
+            v += rng.uniform(0.1, 0.3) * pool[rng.integers(len(pool)), :, s2 : s2 + width]
+        f0 = rng.integers(0, max(1, h - 8))
+        v[f0 : f0 + rng.integers(0, 9)] = 0  # frequency mask, up to 8 bands
+        t0 = rng.integers(0, max(1, width - width // 8))
+        v[:, t0 : t0 + rng.integers(0, width // 8 + 1)] = 0  # time mask, up to 1/8 of the view
+        v += rng.normal(0, 0.3) * tilt + rng.normal(0, 0.2, v.shape).astype(np.float32)  # tilt + noise
+        out[j] = v
+    return out
+
+
+def auto_epochs(n_clips: int) -> int:
+    """About 40 000 clip-views: 100 epochs for 400 clips, 30 for 1 333 or more."""
+    return int(np.clip(round(40000 / max(1, n_clips)), 30, 100))
+
+
+def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
+    """The blocks of (a seeded sample of at most ``max_clips``) stored clips, float32."""
+    ok = store.ok()
+    idx = np.flatnonzero(ok)
+    if len(idx) > max_clips:
+        keep = np.zeros(len(ok), bool)
+        keep[np.random.default_rng(seed).choice(idx, max_clips, replace=False)] = True
+        ok = keep
+    bpc = store.geometry.blocks_per_clip
+    parts = []
+    for s, e in store.clip_batches():
+        if ok[s:e].any():
+            parts.append(store.blocks(*store.block_range(s, e))[np.repeat(ok[s:e], bpc)])
+    return np.concatenate(parts)
+
+
+def train_contrastive(store_url: str, run_dir: str, filters, train, log: Callable[[str], None] = print) -> dict:
+    """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``."""
+    from tasks.train import configure_tensorflow
+
+    device = configure_tensorflow(train.threads, train.seed)
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store.open(store_url)
+    if not store.ok().any():
+        raise ValueError("no stored clips to train on: every input was rejected")
+    x = load_training_blocks(store, train.max_clips, train.seed)
+    n, h, t, c = x.shape
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3)) + 1e-6
+    xs = ((x - mean[None, :, None, None]) / np.sqrt(var)[None, :, None, None]).astype(np.float32)
+    del x
+    epochs = train.epochs or auto_epochs(n)
+    width = crop_width(t, train.crop)
+    rng = np.random.default_rng(train.seed)
+
+    trunk = build_trunk(h, c, tuple(filters))
+    view = keras.Input((h, None, c))
+    z = layers.Dense(128, name="proj2")(layers.Dense(256, activation="relu", name="proj1")(_pooled(trunk, view)))
+    projector = keras.Model(view, z, name="projector")
+    opt = keras.optimizers.Adam(train.learning_rate)
+    temperature = float(train.temperature)
+
+    @tf.function
+    def step(v1, v2):
+        with tf.GradientTape() as tape:
+            z1 = tf.math.l2_normalize(projector(v1, training=True), 1)
+            z2 = tf.math.l2_normalize(projector(v2, training=True), 1)
+            zz = tf.concat([z1, z2], 0)
+            b = tf.shape(z1)[0]
+            sim = tf.matmul(zz, zz, transpose_b=True) / temperature - 1e9 * tf.eye(2 * b)
+            target = tf.concat([tf.range(b, 2 * b), tf.range(0, b)], 0)  # each view's partner
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(target, sim))
+        grads = tape.gradient(loss, projector.trainable_variables)
+        opt.apply_gradients(zip(grads, projector.trainable_variables))
+        return loss
+
+    bs = min(train.batch_size, n)
+    log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs, on {device}")
+    history: dict[str, list[float]] = {"loss": []}
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        order = rng.permutation(n)
+        losses = []
+        for i in range(0, n - bs + 1, bs):
+            batch = xs[order[i : i + bs]]
+            losses.append(float(step(augment(batch, xs, width, rng), augment(batch, xs, width, rng))))
+        history["loss"].append(float(np.mean(losses)))
+        if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+            log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}")
+    seconds = time.perf_counter() - t0
+
+    encoder = build_encoder((h, t, c), trunk, mean, var)
+    encoder.save(out / "encoder.keras")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    summary = {
+        "encoder": str(out / "encoder.keras"),
+        "autoencoder": None,
+        "history": str(out / "history.json"),
+        "objective": "contrastive",
+        "epochs": epochs,
+        "resumed_from_epoch": None,
+        "final_loss": history["loss"][-1],
+        "train_seconds": round(seconds, 1),
+        "device": device,
+        "blocks": n,
+        "filters": list(filters),
+        "train": asdict(train),
+    }
+    (out / "train.json").write_text(json.dumps(summary, indent=1))
+    return summary
