@@ -90,7 +90,7 @@ class Config(BaseSettings):
     features: Literal["network", "mfcc-stats"] = "network"  # mfcc-stats: the handcrafted baseline, no network
     block_pool: Literal["concat", "mean", "meanmax"] = "concat"  # how a clip's block codes combine
     standardize: bool = False  # z-score each feature over the corpus
-    pca: int = 0  # > 0: project onto this many principal components
+    pca: int | Literal["auto"] = 0  # > 0: project onto this many principal components; auto: 1.6 k, in [2, 32]
     whiten: bool = False  # scale the components to unit variance
     cluster: Literal["kmeans", "idec"] = "kmeans"  # idec: clustering layer trained inside the network
     k: int = 20
@@ -112,7 +112,7 @@ class Config(BaseSettings):
             raise ValueError("clips_per_chunk and n_workers must be >= 1, k >= 2")
         if self.objective == "autoencoder" and self.epochs == "auto":
             raise ValueError("epochs 'auto' is for the contrastive objective; give a number")
-        if self.pca < 0 or not 0 < self.crop <= 1:
+        if self.pca_components < 0 or not 0 < self.crop <= 1:
             raise ValueError("pca must be >= 0 and crop in (0, 1]")
         return self
 
@@ -197,8 +197,17 @@ class Config(BaseSettings):
 
     def feature_spec(self) -> FeatureSpec:
         return FeatureSpec(
-            source=self.features, block_pool=self.block_pool, standardize=self.standardize, pca=self.pca, whiten=self.whiten
+            source=self.features, block_pool=self.block_pool, standardize=self.standardize, pca=self.pca_components, whiten=self.whiten
         )
+
+    @property
+    def pca_components(self) -> int:
+        """``pca`` as a number: ``"auto"`` is about 1.6 components per cluster (16 for k = 10, measured on esc10).
+
+        Whitening gives every kept component equal weight, so keeping many more than the k - 1
+        directions that separate k cluster means adds noise dimensions (measured: k = 4 on 40
+        clips drops from NMI 0.85 at 6 components to 0.25 at 16)."""
+        return int(np.clip(round(1.6 * self.k), 2, 32)) if self.pca == "auto" else self.pca
 
     def cluster_spec(self) -> ClusterSpec:
         return ClusterSpec(
@@ -224,7 +233,7 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
     "clips_per_chunk": 64,
     "block_pool": "concat",
     "standardize": True,
-    "pca": 16,
+    "pca": "auto",
     "whiten": True,
 }
 PRESETS: dict[str, dict[str, Any]] = {
