@@ -29,6 +29,10 @@ clean:
 bench-train-encode: $(STAMP)   ## training and encoding cost on ../shared/data/esc10
 	$(BIN)/python -m bench.train_encode
 
+.PHONY: bench-quality
+bench-quality: $(STAMP)   ## clustering quality on ../shared/data esc10 and fsdd: baseline, seed, default, DEC (about 1 h)
+	$(BIN)/python -m bench.quality
+
 .PHONY: bench-preprocess
 bench-preprocess: $(STAMP)   ## preprocessing throughput: esc10 and a synthesized 2 000-clip corpus
 	$(BIN)/python -m bench.preprocess

@@ -219,6 +219,7 @@ class Config(BaseSettings):
 SEED: dict[str, Any] = {}  # the field defaults above are the report's system
 DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/quality.py
     "duration": "auto",
+    "min_duration": 0.1,  # spoken words are often shorter than the report's 0.5 s
     "trim_db": 40.0,
     "n_mels": 64,
     "n_frames": "auto",

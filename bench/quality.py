@@ -1,0 +1,142 @@
+"""Clustering quality on the real corpora (run: python -m bench.quality, or make bench-quality).
+
+One table per corpus; rows: the handcrafted baseline (``--features mfcc-stats``), the ``seed``
+preset (the report's system, with its epochs capped by ``--seed-epochs`` so it finishes),
+the ``default`` preset, and the ``default`` preset with IDEC/DEC clustering inside the network.
+Columns: NMI / AMI / ARI / ACC as mean ± std over ``--seeds`` (network and K-Means seed), and
+wall seconds per run (mean). Every run is the real pipeline flow (Prefect + Dask + Zarr);
+each corpus is preprocessed once per audio setting first (its time is printed separately),
+so the per-row times are training + encoding + clustering. Results also go to
+``WORK/quality.json`` and ``WORK/quality.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+import numpy as np  # noqa: E402
+
+from bench.common import SHARED_DATA, print_table  # noqa: E402
+
+METRICS = ("nmi", "ami", "ari", "acc")
+
+
+def one_run(audio: Path, labels: Path, out: Path, store: Path, preset: str, **overrides) -> tuple[dict, float]:
+    from flows.config import load_config
+    from flows.pipeline import pipeline
+    from flows.runtime import run_on_dask
+
+    config = load_config(preset, **overrides)
+    t = time.perf_counter()
+    metrics = run_on_dask(pipeline, config, input_dir=str(audio), labels=str(labels), out=str(out), store=str(store))
+    return metrics, time.perf_counter() - t
+
+
+def preprocess(audio: Path, labels: Path, store: Path, preset: str, **overrides) -> float:
+    from flows.config import load_config
+    from flows.pipeline import preprocess_flow
+    from flows.runtime import run_on_dask
+
+    t = time.perf_counter()
+    run_on_dask(preprocess_flow, load_config(preset, **overrides), input_dir=str(audio), store=str(store), labels=str(labels))
+    return time.perf_counter() - t
+
+
+def summarize(runs: list[tuple[dict, float]]) -> dict:
+    row = {}
+    for m in METRICS:
+        v = np.array([r[0]["scores"]["all"][m] for r in runs])
+        row[m] = (float(v.mean()), float(v.std()))
+    row["seconds"] = float(np.mean([r[1] for r in runs]))
+    row["public_nmi"] = float(np.mean([r[0]["scores"]["public"]["nmi"] for r in runs]))
+    return row
+
+
+def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str], work: Path, k: int) -> dict:
+    audio, labels = SHARED_DATA / name / "audio", SHARED_DATA / name / "labels.csv"
+    work = work / name
+    work.mkdir(parents=True, exist_ok=True)
+    common = dict(k=k)
+    result: dict = {"corpus": name, "k": k, "seeds": seeds, "rows": {}, "preprocess_s": {}}
+    default_store, seed_store = work / "default.zarr", work / "seed.zarr"
+    if {"baseline", "default", "dec"} & set(rows):
+        result["preprocess_s"]["default"] = preprocess(audio, labels, default_store, "default", **common)
+    if "seed" in rows:
+        result["preprocess_s"]["seed"] = preprocess(audio, labels, seed_store, "seed", **common)
+
+    def record(key: str, runs: list) -> None:
+        result["rows"][key] = summarize(runs)
+        print(f"[{name}] {key}: " + " ".join(f"{m} {result['rows'][key][m][0]:.4f}" for m in METRICS), flush=True)
+
+    if "baseline" in rows:
+        record("baseline (mfcc-stats)", [one_run(audio, labels, work / f"baseline-s{s}", default_store, "default",
+                                                 features="mfcc-stats", standardize=True, pca=0, whiten=False, seed=s, **common)
+                                         for s in seeds])
+    if "seed" in rows:
+        record(f"seed ({seed_epochs} epochs)", [one_run(audio, labels, work / f"seed-s{s}", seed_store, "seed",
+                                                        epochs=seed_epochs, seed=s, **common) for s in seeds])
+    if "default" in rows or "dec" in rows:
+        plain, dec = [], []
+        for s in seeds:
+            out = work / f"default-s{s}"
+            plain.append(one_run(audio, labels, out, default_store, "default", seed=s, **common))
+            if "dec" in rows:  # same run folder: the trained network comes from cache, then DEC trains on
+                m, extra = one_run(audio, labels, out, default_store, "default", seed=s, cluster="idec", **common)
+                dec.append((m, plain[-1][1] + extra))
+        if "default" in rows:
+            record("default", plain)
+        if dec:
+            record("default + DEC", dec)
+    return result
+
+
+def markdown(results: list[dict], seed_epochs: int) -> str:
+    lines = []
+    for r in results:
+        pre = ", ".join(f"{k} {v:.0f} s" for k, v in r["preprocess_s"].items())
+        lines += [f"### {r['corpus']} (k = {r['k']}, seeds {r['seeds']}; preprocessing once: {pre})", "",
+                  "| row | NMI | AMI | ARI | ACC | public NMI | wall s / run |", "|---|---|---|---|---|---|---|"]
+        for key, row in r["rows"].items():
+            cells = " | ".join(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS)
+            lines.append(f"| {key} | {cells} | {row['public_nmi']:.3f} | {row['seconds']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpora", default="esc10,fsdd", help="comma-separated corpora under ../shared/data [esc10,fsdd]")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [0,1,2]")
+    ap.add_argument("--seed-epochs", type=int, default=2, help="epoch cap for the seed preset row (the report's 200 take hours) [2]")
+    ap.add_argument("--rows", default="baseline,seed,default,dec", help="which rows [baseline,seed,default,dec]")
+    ap.add_argument("--k", type=int, default=10, help="clusters [10: both corpora have 10 classes]")
+    ap.add_argument("--work", default="/tmp/audioclust-bench-quality", help="stores and run folders [/tmp/audioclust-bench-quality]")
+    a = ap.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    rows = a.rows.split(",")
+    work = Path(a.work)
+    results = []
+    for name in a.corpora.split(","):
+        if not (SHARED_DATA / name / "labels.csv").is_file():
+            print(f"skipping {name}: {SHARED_DATA / name} not found")
+            continue
+        results.append(bench_corpus(name, seeds, a.seed_epochs, rows, work, a.k))
+        (work / "quality.json").write_text(json.dumps(results, indent=1))
+    for r in results:
+        table = [[key, *(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS), f"{row['seconds']:.0f}"]
+                 for key, row in r["rows"].items()]
+        print_table(f"{r['corpus']}: mean ± std over seeds {r['seeds']}", ["row", "NMI", "AMI", "ARI", "ACC", "wall s"], table)
+    (work / "quality.md").write_text(markdown(results, a.seed_epochs))
+    print(f"written: {work / 'quality.json'}, {work / 'quality.md'}")
+
+
+if __name__ == "__main__":
+    main()
