@@ -39,7 +39,7 @@ MemoryOpt = typer.Option(None, "--memory-limit", help="Memory limit per local Da
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, however long
     raise typer.Exit(code)
 
 

@@ -12,6 +12,10 @@ def test_presets():
     assert (seed.batch_size, seed.min_delta, seed.patience, seed.epochs, seed.k) == (4, 0.009, 15, 200, 20)
     assert seed.model_spec().code_shape == (9, 9, 1)
     assert load_config("fast").epochs < 50
+    default = load_config("default")
+    assert (default.objective, default.block, default.n_mels, default.duration) == ("contrastive", "image", 64, "auto")
+    assert (default.standardize, default.whiten, default.pca_components) == (True, True, 32)  # k = 20 -> 1.6 k, capped
+    assert load_config("default", k=10).pca_components == 16
 
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
@@ -53,6 +57,10 @@ runner = CliRunner()
         (["run", ".", "--labels", "/no/labels.csv"], "labels file not found"),
         (["preprocess", "/does/not/exist", "--store", "/tmp/x.zarr"], "input folder not found"),
         (["run", ".", "--config", "/no/c.toml"], "config file not found"),
+        (["run", ".", "--features", "spectra"], "features"),
+        (["run", ".", "--cluster", "dbscan"], "cluster"),
+        (["run", ".", "--preset", "fast", "--epochs", "auto"], "epochs 'auto' is for the contrastive objective"),
+        (["assign", "/does/not/exist", "--model", "."], "input folder not found"),
     ],
 )
 def test_cli_errors_are_one_line(args, message):
@@ -63,7 +71,7 @@ def test_cli_errors_are_one_line(args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"], ["preprocess", "--help"]])
+@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"], ["preprocess", "--help"], ["assign", "--help"]])
 def test_help(cmd):
     result = runner.invoke(app, cmd)
     assert result.exit_code == 0 and "Usage" in result.output
