@@ -46,6 +46,7 @@ class Config(BaseSettings):
     sample_rate: int = 22050
     duration: float | Literal["auto"] = 5.0  # auto: 95th percentile of the corpus's durations, in [0.5, 10] s
     trim_db: float = 0.0  # > 0: trim leading/trailing audio quieter than peak - trim_db dB before windowing
+    time_normalize: bool = False  # stretch each (trimmed) clip's spectrogram to the full image width
     min_duration: float = 0.5
     min_sample_rate: int = 4000
     silence_db: float = -60.0
@@ -66,6 +67,7 @@ class Config(BaseSettings):
     dashboard_address: str = "127.0.0.1:8787"
     # model
     objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes
+    input_norm: Literal["band", "clip"] = "band"  # contrastive: per-band corpus z-score, or remove each clip's band means
     filters: list[int] = [32, 32, 16]
     code_channels: int = 1
     kernel: int = 3
@@ -153,6 +155,7 @@ class Config(BaseSettings):
             raise ConfigError("duration / n_frames are 'auto': resolve them from the corpus first")
         return AudioSpec(
             trim_db=self.trim_db,
+            time_normalize=self.time_normalize,
             sample_rate=self.sample_rate,
             duration=self.duration,
             min_duration=self.min_duration,
@@ -176,6 +179,7 @@ class Config(BaseSettings):
             encoder=self.encoder,
             decoder=self.decoder,
             objective=self.objective,
+            input_norm=self.input_norm,
         )
 
     def train_spec(self) -> TrainSpec:

@@ -61,7 +61,7 @@ def run_windowed(submit, items: list, window: int, stage: str) -> list:
     return results
 
 
-AUDIO_FIELDS = ("sample_rate", "duration", "trim_db", "min_duration", "min_sample_rate", "silence_db", "spectrogram",
+AUDIO_FIELDS = ("sample_rate", "duration", "trim_db", "time_normalize", "min_duration", "min_sample_rate", "silence_db", "spectrogram",
                 "n_mels", "n_frames", "max_frames", "n_fft", "block", "channels", "clips_per_chunk")
 
 

@@ -36,6 +36,7 @@ class AudioSpec:
     channels: int = 1  # 1, or 3 = + delta + delta-delta
     top_db: float = 80.0  # dynamic range kept by the dB kinds
     trim_db: float = 0.0  # > 0: cut leading/trailing audio quieter than peak - trim_db dB (librosa.effects.trim)
+    time_normalize: bool = False  # True: the (trimmed) clip fills the image's width, whatever its length
 
     @property
     def n_samples(self) -> int:
@@ -108,6 +109,8 @@ def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
         trimmed, _ = librosa.effects.trim(y, top_db=spec.trim_db)
         if len(trimmed) >= 0.05 * spec.sample_rate:  # keep the untrimmed clip if almost nothing is left
             y = trimmed
+    if spec.time_normalize:  # keep the clip's own length (up to the window); the image stretches it
+        return y[: spec.n_samples].astype(np.float32), seconds
     return librosa.util.fix_length(y, size=spec.n_samples).astype(np.float32), seconds
 
 
@@ -140,6 +143,8 @@ def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
     import librosa
 
     hop = spec.hop_length
+    if spec.time_normalize:  # at least two analysis frames per image column, then resampled in time
+        hop = int(np.clip(len(y) // (2 * spec.frames), 32, 512))
     if spec.kind == "mel":
         power = librosa.feature.melspectrogram(
             y=y, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=hop, n_mels=spec.freq, power=2.0
@@ -149,7 +154,11 @@ def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
         power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
     else:
         raise ValueError(f"unknown spectrogram kind {spec.kind!r} (mel, log or linear)")
-    power = librosa.util.fix_length(power, size=spec.frames, axis=1)
+    if spec.time_normalize:
+        src, dst = np.linspace(0, 1, power.shape[1]), np.linspace(0, 1, spec.frames)
+        power = np.stack([np.interp(dst, src, row) for row in power])
+    else:
+        power = librosa.util.fix_length(power, size=spec.frames, axis=1)
     if spec.kind == "linear":
         img = power / max(float(power.max()), 1e-12)
     else:

@@ -7,7 +7,10 @@ Measured in ``docs/research/README.md`` and ``bench/quality.py``.
 
 Encoder (the model saved as ``encoder.keras``, block image in, clip code out)::
 
-    block (H, W, C) -> per-band standardization (corpus statistics, a Normalization layer)
+    block (H, W, C) -> input normalization: ``band`` = per-band standardization (corpus
+                       statistics, a Normalization layer), or ``clip`` = each clip's per-band
+                       mean over time removed (the spectral envelope of the recording: speaker,
+                       microphone, room), scaled by one corpus-wide constant
       -> 3 x [Conv 3x3 (no bias) -> BatchNorm -> ReLU -> MaxPool 2]   (filters, e.g. 16, 32, 64)
       -> Conv 3x3 -> BatchNorm -> ReLU
       -> global average pool ++ global max pool = code (2 x last filters)
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -57,13 +61,43 @@ def _pooled(trunk, x):
     return layers.Concatenate(name="code")([layers.GlobalAveragePooling2D(name="gap")(fmap), layers.GlobalMaxPooling2D(name="gmp")(fmap)])
 
 
-def build_encoder(block_shape, trunk, mean: np.ndarray, variance: np.ndarray):
-    """Block image -> code: the saved encoder, with the per-band standardization inside it."""
+@lru_cache(maxsize=1)
+def clip_mean_removal_class():
+    """The layer class, registered with Keras once per process (call before loading a model that uses it)."""
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="audioclust")
+    class ClipMeanRemoval(keras.layers.Layer):
+        """Subtract each image's mean over time, per band and channel (cepstral mean normalization)."""
+
+        def call(self, x):
+            return x - ops.mean(x, axis=2, keepdims=True)
+
+    return ClipMeanRemoval
+
+
+def normalize_inputs(x: np.ndarray, input_norm: str) -> tuple[np.ndarray, dict]:
+    """Standardized training images and the statistics the encoder's first layers need."""
+    if input_norm == "clip":
+        c = x - x.mean(2, keepdims=True)
+        scale = float(c.std()) + 1e-6
+        return (c / scale).astype(np.float32), {"scale": scale}
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3)) + 1e-6
+    return ((x - mean[None, :, None, None]) / np.sqrt(var)[None, :, None, None]).astype(np.float32), {"mean": mean, "variance": var}
+
+
+def build_encoder(block_shape, trunk, stats: dict):
+    """Block image -> code: the saved encoder, with the input normalization inside it."""
     import keras
     from keras import layers
 
     inp = keras.Input(block_shape, name="block")
-    x = layers.Normalization(axis=1, mean=mean.tolist(), variance=variance.tolist(), name="band_norm")(inp)
+    if "scale" in stats:
+        x = clip_mean_removal_class()(name="clip_mean_removal")(inp)
+        x = layers.Rescaling(1.0 / stats["scale"], name="clip_scale")(x)
+    else:
+        x = layers.Normalization(axis=1, mean=stats["mean"].tolist(), variance=stats["variance"].tolist(), name="band_norm")(inp)
     return keras.Model(inp, _pooled(trunk, x), name="encoder")
 
 
@@ -115,7 +149,9 @@ def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def train_contrastive(store_url: str, run_dir: str, filters, train, log: Callable[[str], None] = print) -> dict:
+def train_contrastive(
+    store_url: str, run_dir: str, filters, train, log: Callable[[str], None] = print, input_norm: str = "band"
+) -> dict:
     """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``."""
     from tasks.train import configure_tensorflow
 
@@ -131,8 +167,7 @@ def train_contrastive(store_url: str, run_dir: str, filters, train, log: Callabl
         raise ValueError("no stored clips to train on: every input was rejected")
     x = load_training_blocks(store, train.max_clips, train.seed)
     n, h, t, c = x.shape
-    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3)) + 1e-6
-    xs = ((x - mean[None, :, None, None]) / np.sqrt(var)[None, :, None, None]).astype(np.float32)
+    xs, stats = normalize_inputs(x, input_norm)
     del x
     epochs = train.epochs or auto_epochs(n)
     width = crop_width(t, train.crop)
@@ -174,7 +209,7 @@ def train_contrastive(store_url: str, run_dir: str, filters, train, log: Callabl
             log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}")
     seconds = time.perf_counter() - t0
 
-    encoder = build_encoder((h, t, c), trunk, mean, var)
+    encoder = build_encoder((h, t, c), trunk, stats)
     encoder.save(out / "encoder.keras")
     (out / "history.json").write_text(json.dumps(history, indent=1))
     summary = {
@@ -189,6 +224,7 @@ def train_contrastive(store_url: str, run_dir: str, filters, train, log: Callabl
         "device": device,
         "blocks": n,
         "filters": list(filters),
+        "input_norm": input_norm,
         "train": asdict(train),
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))

@@ -14,6 +14,7 @@ K-Means path uses (:class:`tasks.cluster.Clusterer`), so the two are directly co
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ from storage import Store
 from tasks.cluster import ClusterSpec, Clusterer
 
 
+@lru_cache(maxsize=1)
 def clustering_layer_class():
     import keras
     from keras import ops
@@ -84,6 +86,10 @@ def run_idec(
     configure_tensorflow(0, spec.seed)
     import keras
     import tensorflow as tf
+
+    from tasks.contrastive import clip_mean_removal_class
+
+    clip_mean_removal_class()  # registered before loading an encoder that may use it
 
     model_dir = Path(model_dir)
     store = Store.open(store_url)

@@ -21,6 +21,10 @@ def load_encoder(path: str):
         configure_tensorflow(int(os.environ.get("AUDIOCLUST_WORKER_THREADS", "0")))
         import keras
 
+        from tasks.contrastive import clip_mean_removal_class
+
+        clip_mean_removal_class()  # the custom layer must be registered before loading
+
         _ENCODERS.clear()
         _ENCODERS[key] = keras.models.load_model(path, compile=False, safe_mode=True)
     return _ENCODERS[key]

@@ -40,6 +40,7 @@ class ModelSpec:
     encoder: str = "pool"
     decoder: str = "upsample"
     objective: str = "autoencoder"  # or "contrastive" (tasks.contrastive; uses ``filters`` only)
+    input_norm: str = "band"  # contrastive: "band" (per-band corpus z-score) or "clip" (each clip's band means removed)
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:

@@ -292,7 +292,7 @@ def train_model(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec
     if model.objective == "contrastive":
         from tasks.contrastive import train_contrastive
 
-        return train_contrastive(store_url, run_dir, model.filters, train, log=log)
+        return train_contrastive(store_url, run_dir, model.filters, train, log=log, input_norm=model.input_norm)
     return train_autoencoder(store_url, run_dir, model, train, log=log)
 
 
