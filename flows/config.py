@@ -6,10 +6,11 @@ Precedence, lowest first: preset < TOML file < environment (``AUDIOCLUST_<FIELD>
                 autoencoder to a 9x9x1 code, batch 4, EarlyStopping(0.009, 15), 200 epochs,
                 K-Means into 20 clusters. Hours on a CPU; minutes on a GPU.
 * ``default`` - our best (issue 8, measured in ``bench/quality.py``): leading/trailing silence
-                trimmed, a window of the corpus's 95th-percentile duration, a 64-band log-Mel
-                image of up to 128 frames kept whole (one block per clip), a small CNN trained
-                contrastively (SimCLR) on the corpus itself, per-band input standardization,
-                GAP+GMP clip embedding -> standardize -> PCA-16 whitened -> K-Means.
+                trimmed, the trimmed clip stretched to a 64-band log-Mel image of up to 128
+                frames (the corpus's 95th-percentile duration sets the frame count), kept whole
+                (one block per clip); each clip's band means removed; a small CNN trained
+                contrastively (SimCLR) on the corpus itself; GAP+GMP clip embedding ->
+                standardize -> PCA-whitened (about 1.6 k components) -> K-Means.
 * ``fast``    - a small geometry and few epochs, for tests and the demo.
 
 ``"auto"`` values (``duration``, ``n_frames``, ``epochs`` of the contrastive objective) are
@@ -228,9 +229,12 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
     "n_mels": 64,
     "n_frames": "auto",
     "n_fft": 1024,
+    "time_normalize": True,  # the trimmed clip fills the image: words of any speed line up
     "block": "image",
     "channels": 1,
     "objective": "contrastive",
+    "input_norm": "clip",  # each clip's band means removed: speaker, microphone and room drop out
+    "crop": 0.8,
     "filters": [16, 32, 64],
     "epochs": "auto",
     "batch_size": 64,

@@ -82,7 +82,13 @@ def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labe
     from sklearn.preprocessing import StandardScaler
 
     plt = _plt()
-    x = StandardScaler().fit_transform(features)
+    x = StandardScaler().fit_transform(np.nan_to_num(np.asarray(features, np.float64)))
+    degenerate = x.shape[1] == 0 or float(np.ptp(x, axis=0).max(initial=0.0)) < 1e-9
+    if degenerate:  # e.g. a collapsed code: t-SNE's quad tree would recurse forever on identical points
+        fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
+        ax.text(0.5, 0.5, "every clip has the same features:\nno embedding to show", ha="center", va="center")
+        ax.set_axis_off()
+        return save(fig, path)
     if len(x) > 50:
         x = PCA(n_components=min(50, x.shape[1]), random_state=0).fit_transform(x)
     if 5 < len(x) <= 5000:
