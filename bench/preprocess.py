@@ -52,14 +52,14 @@ def plain_loop(audio: Path, config) -> tuple[float, float, int]:
     from flows.corpus import scan
     from tasks.audio import Rejected, image, load_clip, to_blocks
 
-    spec = config.audio_spec()
+    spec, geo = config.audio_spec(), config.geometry()
     paths = [e.path for e in scan(audio)]
     with PeakRSS() as mem:
         t = time.perf_counter()
         for p in paths:
             try:
                 y, _ = load_clip(str(audio / p), spec)
-                to_blocks(image(y, spec), config.block)
+                to_blocks(image(y, spec), geo.block, geo.width)
             except Rejected:
                 pass
         dt = time.perf_counter() - t
@@ -108,6 +108,10 @@ def flow(audio: Path, config, work: Path, workers: int) -> tuple[float, float, i
 
 
 def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False) -> None:
+    if not config.resolved:  # "auto" audio settings (the default preset): from the corpus, as the flow does
+        from tasks.audio import probe_duration
+
+        config = config.resolve([d for p in sorted(audio.iterdir()) if (d := probe_duration(str(p))) is not None])
     if only_flow:  # scaling runs: the 2-worker flow alone
         rate, mem, size, wall = flow(audio, config, work, 2)
         rows.append([name, sum(1 for _ in audio.iterdir()), "Prefect flow, 2 worker(s)", rate, "", mem, size / max(1, sum(1 for _ in audio.iterdir())), f"{wall:.0f} s wall with cluster start"])
@@ -126,7 +130,7 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--clips", type=int, default=2000, help="size of the synthesized corpus")
-    ap.add_argument("--preset", default="seed", help="geometry to preprocess with (seed: 288x432x3)")
+    ap.add_argument("--preset", default="seed", help="geometry to preprocess with (seed: 288x432x3; default: 64-band, auto width)")
     ap.add_argument("--skip-esc10", action="store_true")
     ap.add_argument("--work", default=None)
     ap.add_argument("--only-flow", action="store_true", help="time only the 2-worker flow (for scaling runs)")
