@@ -24,18 +24,18 @@ err = Console(stderr=True)
 
 PresetOpt = typer.Option(None, "--preset", help="Named preset: seed (the report exactly), default (our best), fast (tests).")
 ConfigOpt = typer.Option(None, "--config", help="TOML file of config fields (overrides the preset).")
-KOpt = typer.Option(None, "--k", help="Number of clusters [default: 20].")
+KOpt = typer.Option(None, "--k", help="Number of clusters \\[default: 20].")
 EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")
 FeaturesOpt = typer.Option(None, "--features", help="network (the trained encoder's codes) or mfcc-stats (handcrafted baseline: MFCC and log-Mel mean/std, no network).")
 ClusterOpt = typer.Option(None, "--cluster", help="kmeans, or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")
-SeedOpt = typer.Option(None, "--seed", help="Random seed for training and K-Means [default: 0].")
-WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes [default: 2].")
+SeedOpt = typer.Option(None, "--seed", help="Random seed for training and K-Means \\[default: 0].")
+WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes \\[default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
 InputArg = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL, e.g. s3://bucket/clips) of audio clips (wav, flac, ogg, mp3), searched recursively.")
 LabelsOpt = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores.")
 LabelColumnOpt = typer.Option("label", "--label-column", help="Column of --labels to score against.")
-ThreadsOpt = typer.Option(None, "--threads-per-worker", help="Threads per local Dask worker [default: 1].")
-MemoryOpt = typer.Option(None, "--memory-limit", help="Memory limit per local Dask worker, e.g. 4GiB [default: auto].")
+ThreadsOpt = typer.Option(None, "--threads-per-worker", help="Threads per local Dask worker \\[default: 1].")
+MemoryOpt = typer.Option(None, "--memory-limit", help="Memory limit per local Dask worker, e.g. 4GiB \\[default: auto].")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -109,7 +109,7 @@ def run(
     k: Optional[int] = KOpt,
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
-    store: Optional[str] = typer.Option(None, "--store", help="Zarr store path [default: OUT/store.zarr]."),
+    store: Optional[str] = typer.Option(None, "--store", help="Zarr store path \\[default: OUT/store.zarr]."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder: model, predictions, metrics, plots."),
     epochs: Optional[str] = EpochsOpt,
     features: Optional[str] = FeaturesOpt,
@@ -136,7 +136,7 @@ def run(
 def assign(
     input_dir: str = InputArg,
     model: Path = typer.Option(..., "--model", help="A finished run folder (the --out of `audioclust run`)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (file, cluster, reason) [default: print to the terminal]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (file, cluster, reason) \\[default: print to the terminal]."),
 ) -> None:
     """Put the clips under INPUT into the clusters of a finished run, without retraining.
 
@@ -288,7 +288,7 @@ def serve(
     input_dir: str = InputArg,
     labels: Optional[str] = LabelsOpt,
     out: str = typer.Option("runs/served", "--out", help="Run folder."),
-    store: Optional[str] = typer.Option(None, "--store", help="Zarr store [default: OUT/store.zarr]."),
+    store: Optional[str] = typer.Option(None, "--store", help="Zarr store \\[default: OUT/store.zarr]."),
     preset: str = typer.Option("default", "--preset", help="seed, default or fast."),
     cron: Optional[str] = typer.Option(None, "--cron", help="Run on this cron schedule (UTC), e.g. '0 2 * * *'."),
     watch: Optional[int] = typer.Option(None, "--watch", help="Every N seconds, run only if INPUT has new, changed or removed files."),

@@ -91,3 +91,9 @@ def test_serve_without_a_server_says_how_to_start_one(tmp_path):
     assert "serve needs a Prefect server" in done.stderr and "Traceback" not in done.stderr
     both = subprocess.run([str(exe), "serve", str(tmp_path), "--watch", "60", "--cron", "* * * * *"], env=env, capture_output=True, text=True, timeout=120)
     assert both.returncode == 2 and "exactly one of --cron or --watch" in both.stderr
+
+
+def test_help_shows_defaults_written_in_brackets():
+    # rich reads "[...]" as markup: an unescaped "[default: 20]" would vanish from the help
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "[default: 20]" in result.output and "[default: OUT/store.zarr]" in result.output
