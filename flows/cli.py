@@ -49,6 +49,35 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own INFO chatter; task logs still show
 
 
+def _checked_config(input_dir: str, labels: Optional[str], label_column: str, build):
+    """``build()``'s configuration once INPUT and the labels file check out; a problem is one error line.
+
+    Quiets the libraries afterwards, so every command imports the flows the same way."""
+    from flows.config import ConfigError
+    from flows.corpus import InputError, check_root, read_labels
+
+    try:
+        config = build()
+        check_root(str(input_dir))
+        if labels:
+            read_labels(labels, label_column)
+    except (ConfigError, InputError) as exc:
+        _fail(str(exc))
+    _quiet_libraries()
+    return config
+
+
+def _run_flow(flow, config, **parameters):
+    """``flow`` on Dask (flows.runtime); a store that cannot be used is one error line, exit 1."""
+    from flows.runtime import run_on_dask
+    from storage import StoreError
+
+    try:
+        return run_on_dask(flow, config, **parameters)
+    except StoreError as exc:
+        _fail(str(exc), code=1)
+
+
 def _print_result(metrics: dict, seconds: float) -> None:
     table = Table(title=f"audioclust: {metrics['stored']} clips clustered into k = {metrics['k']}")
     for col in ("split", "clips", "NMI", "AMI", "ARI", "ACC"):
@@ -68,35 +97,21 @@ def _print_result(metrics: dict, seconds: float) -> None:
 
 
 def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
-    from flows.config import ConfigError, load_config
-    from flows.corpus import InputError, check_root, read_labels
+    from flows.config import load_config
 
-    try:
-        config = load_config(**cfg)
-        check_root(str(input_dir))
-        if labels is not None:
-            read_labels(labels, label_column)
-    except (ConfigError, InputError) as exc:
-        _fail(str(exc))
-    _quiet_libraries()
+    config = _checked_config(input_dir, labels, label_column, lambda: load_config(**cfg))
     from flows.pipeline import pipeline
-    from flows.runtime import run_on_dask
-
-    from storage import StoreError
 
     t0 = time.perf_counter()
-    try:
-        metrics = run_on_dask(
-            pipeline,
-            config,
-            input_dir=str(input_dir),
-            labels=str(labels) if labels else None,
-            out=str(out),
-            store=store,
-            label_column=label_column,
-        )
-    except StoreError as exc:
-        _fail(str(exc), code=1)
+    metrics = _run_flow(
+        pipeline,
+        config,
+        input_dir=str(input_dir),
+        labels=str(labels) if labels else None,
+        out=str(out),
+        store=store,
+        label_column=label_column,
+    )
     _print_result(metrics, time.perf_counter() - t0)
     return metrics
 
@@ -192,27 +207,14 @@ def preprocess(
     dask_address: Optional[str] = AddressOpt,
 ) -> None:
     """Only preprocess INPUT into a store: spectrogram images and blocks, with a manifest and rejects."""
-    from flows.config import ConfigError, load_config
-    from flows.corpus import InputError, check_root, read_labels
+    from flows.config import load_config
 
-    try:
-        cfg = load_config(preset=preset, file=config, n_workers=n_workers, dask_address=dask_address,
-                          threads_per_worker=threads_per_worker, memory_limit=memory_limit)
-        check_root(input_dir)
-        if labels:
-            read_labels(labels, label_column)
-    except (ConfigError, InputError) as exc:
-        _fail(str(exc))
-    _quiet_libraries()
+    cfg = _checked_config(input_dir, labels, label_column, lambda: load_config(
+        preset=preset, file=config, n_workers=n_workers, dask_address=dask_address,
+        threads_per_worker=threads_per_worker, memory_limit=memory_limit))
     from flows.pipeline import preprocess_flow
-    from flows.runtime import run_on_dask
 
-    from storage import StoreError
-
-    try:
-        result = run_on_dask(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
-    except StoreError as exc:
-        _fail(str(exc), code=1)
+    result = _run_flow(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
     console.print(
         f"{result['found']} files: {result['stored']} stored, {result['rejected']} rejected "
         f"({result['new']} new, {result['changed']} changed, {result['removed']} removed; "
@@ -254,21 +256,18 @@ def sweep(
     dask_address: Optional[str] = AddressOpt,
 ) -> None:
     """Run one experiment per grid point (x seed); write results.csv/.parquet, the report's figures and report.html."""
-    from flows.config import ConfigError, load_config
-    from flows.corpus import InputError, check_root, read_labels
+    from flows.config import load_config
     from flows.sweep import load_grid
 
-    try:
-        spec = load_grid(grid)
+    spec: dict = {}
+
+    def build():
+        spec.update(load_grid(grid))
         if k is not None:
             spec["overrides"]["k"] = k
-        base = load_config(spec["preset"], **spec["overrides"], n_workers=n_workers, dask_address=dask_address)
-        check_root(input_dir)
-        if labels:
-            read_labels(labels, label_column)
-    except (ConfigError, InputError) as exc:
-        _fail(str(exc))
-    _quiet_libraries()
+        return load_config(spec["preset"], **spec["overrides"], n_workers=n_workers, dask_address=dask_address)
+
+    base = _checked_config(input_dir, labels, label_column, build)
     from flows.runtime import run_on_dask
     from flows.sweep import sweep as sweep_flow
 
@@ -294,17 +293,11 @@ def serve(
     watch: Optional[int] = typer.Option(None, "--watch", help="Every N seconds, run only if INPUT has new, changed or removed files."),
 ) -> None:
     """Serve the pipeline on a schedule from this process (needs a Prefect server: PREFECT_API_URL)."""
-    from flows.config import ConfigError, load_config
-    from flows.corpus import InputError, check_root
+    from flows.config import load_config
 
     if (cron is None) == (watch is None):
         _fail("give exactly one of --cron or --watch SECONDS")
-    try:
-        load_config(preset)
-        check_root(input_dir)
-    except (ConfigError, InputError) as exc:
-        _fail(str(exc))
-    _quiet_libraries()
+    _checked_config(input_dir, None, "label", lambda: load_config(preset))  # labels are read by each run
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
