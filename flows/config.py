@@ -13,9 +13,9 @@ Precedence, lowest first: preset < TOML file < environment (``AUDIOCLUST_<FIELD>
                 standardize -> PCA-whitened (about 1.6 k components) -> K-Means.
 * ``fast``    - a small geometry and few epochs, for tests and the demo.
 
-``"auto"`` values (``duration``, ``n_frames``, ``epochs`` of the contrastive objective) are
-resolved from the corpus when a store is created, and recorded in the store so a later run
-on a grown corpus keeps them (and stays incremental).
+``"auto"`` audio values (``duration``, ``n_frames``) are resolved from the corpus when a store
+is created, and recorded in the store so a later run on a grown corpus keeps them (and stays
+incremental). ``epochs = "auto"`` (contrastive objective) is set from the clip count at training.
 """
 
 from __future__ import annotations

@@ -135,18 +135,14 @@ def auto_epochs(n_clips: int) -> int:
 
 def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     """The blocks of (a seeded sample of at most ``max_clips``) stored clips, float32."""
+    from tasks.train import BlockStream
+
     ok = store.ok()
     idx = np.flatnonzero(ok)
     if len(idx) > max_clips:
-        keep = np.zeros(len(ok), bool)
-        keep[np.random.default_rng(seed).choice(idx, max_clips, replace=False)] = True
-        ok = keep
-    bpc = store.geometry.blocks_per_clip
-    parts = []
-    for s, e in store.clip_batches():
-        if ok[s:e].any():
-            parts.append(store.blocks(*store.block_range(s, e))[np.repeat(ok[s:e], bpc)])
-    return np.concatenate(parts)
+        ok = np.zeros(len(ok), bool)
+        ok[np.random.default_rng(seed).choice(idx, max_clips, replace=False)] = True
+    return BlockStream(store, ok, shuffle=False).read_all()
 
 
 def train_contrastive(

@@ -95,8 +95,7 @@ def run_idec(
     store = Store.open(store_url)
     bpc = store.geometry.blocks_per_clip
     ok = np.flatnonzero(store.ok())
-    blocks = np.concatenate([store.read("blocks", *store.block_range(s, e)) for s, e in store.clip_batches()])
-    x = blocks.reshape(-1, bpc, *store.geometry.block_shape)[ok]  # float16, clip-major
+    x = store.read("blocks").reshape(-1, bpc, *store.geometry.block_shape)[ok]  # float16, clip-major
     ae_path = model_dir / "autoencoder.keras"
     if ae_path.is_file():
         ae = keras.models.load_model(ae_path, safe_mode=True)

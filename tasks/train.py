@@ -94,6 +94,10 @@ class BlockStream:
         b0, b1 = self.store.block_range(s, e)
         return self.store.blocks(b0, b1)[np.repeat(self.clips[s:e], self.bpc)]
 
+    def read_all(self) -> np.ndarray:
+        """Every block of the selected clips at once, in store order (for trainers that hold the corpus)."""
+        return np.concatenate([self._read(*c) for c in self.chunks])
+
     def __iter__(self) -> Iterator[np.ndarray]:
         rng = np.random.default_rng((self.seed, self.passes))
         self.passes += 1
