@@ -27,7 +27,7 @@ ConfigOpt = typer.Option(None, "--config", help="TOML file of config fields (ove
 KOpt = typer.Option(None, "--k", help="Number of clusters \\[default: 20].")
 EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")
 FeaturesOpt = typer.Option(None, "--features", help="network (the trained encoder's codes) or mfcc-stats (handcrafted baseline: MFCC and log-Mel mean/std, no network).")
-ClusterOpt = typer.Option(None, "--cluster", help="kmeans, or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")
+ClusterOpt = typer.Option(None, "--cluster", help="kmeans; consensus: of 100 K-Means runs on random sub-spaces (the default preset's); or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed for training and K-Means \\[default: 0].")
 WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes \\[default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")

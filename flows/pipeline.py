@@ -26,7 +26,7 @@ from storage.lock import store_lock
 from tasks.caching import digest, file_digest, report_key, train_key
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
-from tasks.preprocess import preprocess_batch_task
+from tasks.preprocess import AudioWarmUp, preprocess_batch_task
 from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist, run_report
 from tasks.audio import probe_duration
 from tasks.train import model_files_exist, train_task
@@ -127,6 +127,8 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
         len(batches), len(store.clip_batches()),
     )
     spec = config.audio_spec()
+    if batches:
+        warm_workers(spec)
     t = time.perf_counter()
     run_windowed(
         lambda b: preprocess_batch_task.submit(store_url, str(input_dir), b[0], b[1], spec),
@@ -140,6 +142,18 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
     if result["stored"] + result["rejected"] != result["found"]:
         raise RuntimeError(f"preprocess: {result['found']} files listed but {result['stored']} stored + {result['rejected']} rejected")
     return result
+
+
+def warm_workers(spec) -> None:
+    """Warm the audio stack on every Dask worker before the chunks go out (:class:`AudioWarmUp`)."""
+    from prefect.context import FlowRunContext
+
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    client = getattr(runner, "client", None) if type(runner).__name__ == "DaskTaskRunner" else None
+    if client is not None:
+        t = time.perf_counter()
+        client.register_plugin(AudioWarmUp(spec))
+        get_run_logger().info("workers warmed up in %.1f s", time.perf_counter() - t)
 
 
 @flow(name="audioclust-preprocess", flow_run_name="preprocess")

@@ -6,8 +6,10 @@ called from any process. Bad files raise :class:`Rejected` with a short reason.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -145,18 +147,15 @@ def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
     hop = spec.hop_length
     if spec.time_normalize:  # at least two analysis frames per image column, then resampled in time
         hop = int(np.clip(len(y) // (2 * spec.frames), 32, 512))
-    if spec.kind == "mel":
-        power = librosa.feature.melspectrogram(
-            y=y, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=hop, n_mels=spec.freq, power=2.0
-        )
+    if spec.kind == "mel":  # librosa.feature.melspectrogram, with the filterbank built once per process
+        power = mel_basis(spec.sample_rate, spec.n_fft, spec.freq) @ (np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=hop)) ** 2)
     elif spec.kind in ("log", "linear"):
         n_fft = 2 * (spec.freq - 1)  # exactly `freq` bins
         power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
     else:
         raise ValueError(f"unknown spectrogram kind {spec.kind!r} (mel, log or linear)")
     if spec.time_normalize:
-        src, dst = np.linspace(0, 1, power.shape[1]), np.linspace(0, 1, spec.frames)
-        power = np.stack([np.interp(dst, src, row) for row in power])
+        power = stretch(power, spec.frames)
     else:
         power = librosa.util.fix_length(power, size=spec.frames, axis=1)
     if spec.kind == "linear":
@@ -165,6 +164,39 @@ def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
         db = librosa.power_to_db(power, ref=np.max, top_db=spec.top_db)
         img = (db + spec.top_db) / spec.top_db
     return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """The Mel filterbank (n_mels, 1 + n_fft / 2), as ``librosa.feature.melspectrogram`` builds it for every call."""
+    import librosa
+
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+
+def stretch(x: np.ndarray, frames: int) -> np.ndarray:
+    """Linear interpolation of every row of ``x`` (bands, t) to ``frames`` evenly spaced columns."""
+    pos = np.linspace(0, x.shape[1] - 1, frames)
+    left = np.minimum(pos.astype(int), x.shape[1] - 1)
+    right = np.minimum(left + 1, x.shape[1] - 1)
+    w = (pos - left).astype(x.dtype)
+    return x[:, left] * (1 - w) + x[:, right] * w
+
+
+def warm_up(spec: AudioSpec) -> None:
+    """Run a synthetic 1 s, 44.1 kHz WAV through decoding and the image once.
+
+    The first clip a process handles pays for importing librosa and compiling its numba
+    functions (about 2 s); Dask workers call this when they join, not on their first chunk.
+    """
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    t = np.arange(44100) / 44100
+    sf.write(buf, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 44100, format="WAV", subtype="PCM_16")
+    buf.seek(0)
+    y, _ = _decode(buf, buf.getbuffer().nbytes, spec)
+    image(y, spec)
 
 
 def image(y: np.ndarray, spec: AudioSpec) -> np.ndarray:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from distributed.diagnostics.plugin import WorkerPlugin
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from storage import Store
 from storage.store import OK, PENDING, REJECTED, file_hash
-from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks
+from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks, warm_up
 
 
 def source_path(root: str, rel: str) -> str:
@@ -89,3 +90,17 @@ def preprocess_batch_task(store_url: str, root: str, start: int, stop: int, spec
     result = preprocess_batch(store_url, root, start, stop, spec)
     get_run_logger().info("clips %d-%d: %d stored, %d rejected", start, stop, result["stored"], result["rejected"])
     return result
+
+
+class AudioWarmUp(WorkerPlugin):
+    """Dask worker plugin: each worker (and each that joins later) warms the audio stack
+    (:func:`tasks.audio.warm_up`) once when it starts, so its first chunk is not 2 s slower."""
+
+    name = "audioclust-audio-warm-up"
+    idempotent = True  # registered by every run: a worker that has it keeps it
+
+    def __init__(self, spec: AudioSpec):
+        self.spec = spec
+
+    def setup(self, worker) -> None:
+        warm_up(self.spec)

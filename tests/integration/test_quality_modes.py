@@ -72,7 +72,8 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     assert store.geometry.blocks_per_clip == 1 and store.geometry.block_shape == (64, m["config"]["n_frames"], 1)
     train = json.loads((tmp_path / "d" / "model" / "train.json").read_text())
     assert train["objective"] == "contrastive" and train["epochs"] == 20
-    assert m["cluster_dim"] == 6 and m["feature_dim"] == 128  # pca "auto" = 1.6 k, GAP ++ GMP of 64 filters
+    assert m["cluster"]["method"] == "consensus"
+    assert m["cluster_dim"] == 16 and m["feature_dim"] == 128  # pca "auto" = 4 k for the consensus, GAP ++ GMP of 64 filters
     assert m["scores"]["all"]["nmi"] >= 0.7  # 20 epochs on 40 clips; chance is about 0.1
     again = run(audio, labels, tmp_path / "d", preset="default", epochs=20)  # auto values reused
     assert again["preprocess"]["processed_chunks"] == 0 and again["scores"] == m["scores"]

@@ -44,6 +44,24 @@ def test_clusterer_pca_whitening_fit_predict_and_round_trip(tmp_path):
     np.testing.assert_allclose(x @ w + b, z, rtol=1e-4, atol=1e-4)
 
 
+def test_consensus_finds_the_blobs_and_is_a_centroid_model(tmp_path):
+    x, y = blobs(n=90, k=3, d=8, seed=2)
+    c = Clusterer(FeatureSpec(standardize=True, pca=6, whiten=True), ClusterSpec(method="consensus", k=3, runs=20, seed=0))
+    labels = c.fit_predict(x)
+    assert scores(y, labels)["nmi"] == pytest.approx(1.0)
+    assert c.centroids_.shape == (3, 6)
+    c.save(tmp_path / "c.npz")
+    np.testing.assert_array_equal(Clusterer.load(tmp_path / "c.npz").predict(x), labels)  # new clips: nearest centroid
+
+
+def test_consensus_on_a_sample_assigns_every_clip():
+    x, y = blobs(n=300, k=3, d=8, seed=3)
+    c = Clusterer(FeatureSpec(standardize=True, pca=6, whiten=True),
+                  ClusterSpec(method="consensus", k=3, runs=10, sample=30, seed=0))
+    labels = c.fit_predict(x)  # co-association of 30 clips; the other 270 go to the nearest centroid
+    assert len(labels) == 300 and scores(y, labels)["nmi"] == pytest.approx(1.0)
+
+
 def test_clustering_layer_soft_assignments_sum_to_one():
     import keras
 

@@ -14,8 +14,13 @@ def test_presets():
     assert load_config("fast").epochs < 50
     default = load_config("default")
     assert (default.objective, default.block, default.n_mels, default.duration) == ("contrastive", "image", 64, "auto")
-    assert (default.standardize, default.whiten, default.pca_components) == (True, True, 32)  # k = 20 -> 1.6 k, capped
-    assert load_config("default", k=10).pca_components == 16
+    assert default.cluster == "consensus"
+    assert (default.standardize, default.whiten, default.pca_components) == (True, True, 64)  # k = 20 -> 4 k, capped
+    assert load_config("default", k=10).pca_components == 40
+    assert load_config("default", k=10, cluster="kmeans").pca_components == 16  # one K-Means: 1.6 k
+    assert load_config("default", k=10).cluster_spec().runs == 100
+    with pytest.raises(ConfigError, match="sub-spaces of principal components"):
+        load_config("default", pca=0)
 
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
