@@ -124,4 +124,7 @@ def test_preprocess_on_an_existing_dask_cluster(prefect_api, dask_cluster, corpu
         # both workers did preprocessing work
         done = client.run(lambda dask_worker: dask_worker.state.executed_count)
         assert len(done) == 2 and all(n > 0 for n in done.values()) and sum(done.values()) >= 5, done
+        # the flow registered the audio warm-up on the existing cluster: each worker ran it when it got the plugin
+        warmed = client.run(lambda dask_worker: "audioclust-audio-warm-up" in dask_worker.plugins)
+        assert list(warmed.values()) == [True, True]
     assert Store.open(url).ok().sum() == 40

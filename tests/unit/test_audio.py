@@ -84,3 +84,30 @@ def test_non_finite_samples_are_rejected(tmp_path):
     p = write_wav(tmp_path / "nan.wav", y, subtype="FLOAT")
     with pytest.raises(Rejected, match="non-finite"):
         load_clip(str(p), AudioSpec())
+
+
+def test_mel_image_equals_librosa_melspectrogram_and_stretch_equals_interp():
+    """The cached filterbank and the vectorized time stretch are exact rewrites of the plain librosa/numpy calls."""
+    import librosa
+
+    from tasks.audio import mel_basis, stretch
+
+    y = synth_clip("chirps_high", 22050, 2.0, np.random.default_rng(0))
+    ref = librosa.feature.melspectrogram(y=y, sr=22050, n_fft=1024, hop_length=256, n_mels=64, power=2.0)
+    ours = mel_basis(22050, 1024, 64) @ (np.abs(librosa.stft(y, n_fft=1024, hop_length=256)) ** 2)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-8 * ref.max())
+    x = np.random.default_rng(1).random((8, 37))
+    want = np.stack([np.interp(np.linspace(0, 1, 128), np.linspace(0, 1, 37), row) for row in x])
+    np.testing.assert_allclose(stretch(x, 128), want, atol=1e-12)
+    np.testing.assert_allclose(stretch(x, 10), np.stack([np.interp(np.linspace(0, 1, 10), np.linspace(0, 1, 37), r) for r in x]), atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["seed", "default", "fast"])
+def test_warm_up_runs_every_preset_audio_path(preset):
+    from flows.config import load_config
+    from tasks.audio import warm_up
+
+    cfg = load_config(preset)
+    if not cfg.resolved:
+        cfg = cfg.resolve([5.0])
+    warm_up(cfg.audio_spec())  # decodes an in-memory 44.1 kHz WAV (resampling) and draws its image

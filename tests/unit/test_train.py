@@ -116,3 +116,27 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_store, tmp_pa
 def test_encoder_is_loaded_once_per_process(tiny_store, tmp_path):
     summary = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=1, batch_size=8), log=lambda m: None)
     assert load_encoder(summary["encoder"]) is load_encoder(summary["encoder"])
+
+
+def test_single_threaded_contrastive_training_is_repeatable(tiny_store, tmp_path):
+    """train_threads = 1: the same seed gives the same network, bit for bit (multi-threaded CPU
+    reductions differ in their last bits between runs, and training grows the difference).
+    In a fresh process: TensorFlow's thread counts are fixed once it has started."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from tasks.contrastive import train_contrastive\n"
+        "from tasks.train import TrainSpec\n"
+        "for d in sys.argv[2:]:\n"
+        "    train_contrastive(sys.argv[1], d, (4, 8), TrainSpec(epochs=3, batch_size=16, seed=3, threads=1), lambda m: None, 'clip')\n"
+    )
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    done = subprocess.run([sys.executable, "-c", script, tiny_store, *runs], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = (json.loads((tmp_path / r / "history.json").read_text())["loss"] for r in "ab")
+    assert first == second and len(first) == 3
+    blocks = Store.open(tiny_store).blocks(0, 24)
+    codes = [encode_blocks(load_encoder(str(tmp_path / r / "encoder.keras")), blocks) for r in "ab"]
+    np.testing.assert_array_equal(codes[0], codes[1])
