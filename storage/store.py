@@ -344,7 +344,7 @@ class Store:
         self._check_aligned(start, stop)
         b0, b1 = self.block_range(start, stop)
         g = self.group
-        g["blocks"][b0:b1] = blocks.astype("float16")
+        self._whole_chunks("blocks")[b0:b1] = np.asarray(blocks, dtype="float16")
         g["duration"][start:stop] = np.asarray(durations, dtype="float32")
         g["reason"][start:stop] = np.asarray(reasons, dtype=str)
         g["hash"][start:stop] = np.asarray(hashes, dtype=str)
@@ -389,7 +389,13 @@ class Store:
         )
 
     def write_codes(self, start_block: int, codes: np.ndarray, name: str = "codes") -> None:
-        self.group[name][start_block : start_block + len(codes)] = codes.astype("float32")
+        self._whole_chunks(name)[start_block : start_block + len(codes)] = np.asarray(codes, dtype="float32")
+
+    def _whole_chunks(self, name: str):
+        """The data array ``name`` for a task's whole-chunk write: every chunk it writes holds data, so
+        zarr's check that a chunk equals the fill value (to skip storing it) is skipped. That check
+        cost 2.1 of 4.6 ms per clip of writing the seed geometry's blocks."""
+        return self.group[name].with_config({"write_empty_chunks": True})
 
     # -- reads ----------------------------------------------------------------------
     def _array(self, name: str):

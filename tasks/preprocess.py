@@ -54,9 +54,9 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
     paths = store.read("path", start, stop)
     todo = np.flatnonzero(status == PENDING)
     if len(todo) == len(status):  # a new chunk: nothing to keep
-        blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float32)
+        blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float16)  # the stored dtype: no second copy
     else:  # rewrite the chunk whole, keeping its other clips
-        blocks = store.read("blocks", b0, b1).astype(np.float32)
+        blocks = store.read("blocks", b0, b1)
     reasons = list(store.read("reason", start, stop))
     hashes = list(store.read("hash", start, stop))
     durations = store.read("duration", start, stop)
