@@ -66,6 +66,7 @@ class Config(BaseSettings):
     memory_limit: str = "auto"
     dask_address: str | None = None
     max_in_flight: int = 16  # batches submitted at once: bounds the flow's memory on huge corpora
+    clips_per_task: int = 256  # a preprocessing task takes consecutive chunks up to this many clips, leaving each worker >= 4 tasks
     dashboard_address: str = "127.0.0.1:8787"
     # model
     objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes
@@ -114,8 +115,8 @@ class Config(BaseSettings):
             self.geometry()
             if self.objective == "autoencoder":
                 self.model_spec().code_side
-        if self.clips_per_chunk < 1 or self.n_workers < 1 or self.k < 2:
-            raise ValueError("clips_per_chunk and n_workers must be >= 1, k >= 2")
+        if self.clips_per_chunk < 1 or self.clips_per_task < 1 or self.n_workers < 1 or self.k < 2:
+            raise ValueError("clips_per_chunk, clips_per_task and n_workers must be >= 1, k >= 2")
         if self.objective == "autoencoder" and self.epochs == "auto":
             raise ValueError("epochs 'auto' is for the contrastive objective; give a number")
         if self.consensus_runs < 1 or self.consensus_sample < self.k:

@@ -1,7 +1,8 @@
-"""One chunk of clips: files -> images and blocks -> one whole-chunk write to the store.
+"""Chunks of clips: files -> images and blocks -> one whole-chunk write to the store per chunk.
 
-Only the chunk's PENDING clips are decoded; its other clips are rewritten unchanged, so
-the task always writes whole chunks.
+A task takes one or several consecutive chunks (see ``flows.pipeline.task_ranges``). Only
+a chunk's PENDING clips are decoded; its other clips are rewritten unchanged, so the task
+always writes whole chunks.
 """
 
 from __future__ import annotations
@@ -42,17 +43,31 @@ def content_hash(path: str) -> str:
 
 
 def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
-    """Decode the PENDING clips of chunk ``[start, stop)`` and write the whole chunk.
+    """Decode the PENDING clips of the whole chunks in ``[start, stop)`` and write each chunk whole.
 
     A file whose content is bad is recorded with its reason; the batch itself fails (and is
-    retried) on I/O errors, reading a file or the store, naming the file.
+    retried) on I/O errors, reading a file or the store, naming the file. Chunks finished
+    before a failure keep their results, so the retry redoes only the rest.
     """
     store = Store.open(store_url, mode="r+")
+    done = {"start": start, "stop": stop, "stored": 0, "rejected": 0}
+    for s, e in store.clip_batches():
+        if start <= s and e <= stop:
+            stored, rejected = _preprocess_chunk(store, root, s, e, spec)
+            done["stored"] += stored
+            done["rejected"] += rejected
+    return done
+
+
+def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: AudioSpec) -> tuple[int, int]:
+    """One chunk: its PENDING clips decoded, then the chunk written whole. Returns (stored, rejected)."""
+    status = store.read("status", start, stop)
+    todo = np.flatnonzero(status == PENDING)
+    if not len(todo):
+        return 0, 0
     bpc = store.geometry.blocks_per_clip
     b0, b1 = store.block_range(start, stop)
-    status = store.read("status", start, stop)
     paths = store.read("path", start, stop)
-    todo = np.flatnonzero(status == PENDING)
     if len(todo) == len(status):  # a new chunk: nothing to keep
         blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float16)  # the stored dtype: no second copy
     else:  # rewrite the chunk whole, keeping its other clips
@@ -75,7 +90,7 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
             status[i], reasons[i] = REJECTED, str(exc)
     store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, blocks=blocks)
     done = status[todo]
-    return {"start": start, "stop": stop, "stored": int((done == OK).sum()), "rejected": int((done == REJECTED).sum())}
+    return int((done == OK).sum()), int((done == REJECTED).sum())
 
 
 @task(

@@ -1,0 +1,49 @@
+"""How the preprocess flow groups store chunks into Prefect tasks."""
+
+from flows.pipeline import task_ranges
+
+
+def chunks(n, size=32, start=0):
+    return [(start + i * size, start + (i + 1) * size) for i in range(n)]
+
+
+def test_small_chunks_are_grouped_but_every_worker_keeps_about_four_tasks():
+    # 63 chunks of 32 clips (the seed preset on 2 000 clips), 2 workers: 8 tasks of about 250 clips
+    ranges = task_ranges(chunks(62) + [(1984, 2000)], 256, 2)
+    assert len(ranges) == 8 and ranges[0] == (0, 256) and ranges[-1][1] == 2000
+    assert all(b[0] == a[1] for a, b in zip(ranges, ranges[1:]))  # consecutive, nothing left out
+    # 400 clips: the 4-tasks-per-worker floor wins over clips_per_task
+    assert task_ranges(chunks(12) + [(384, 400)], 256, 2) == [(0, 64), (64, 128), (128, 192), (192, 256), (256, 320), (320, 384), (384, 400)]
+
+
+def test_large_chunks_stay_one_task_each_and_gaps_are_spanned():
+    assert task_ranges(chunks(5, 256), 256, 2) == chunks(5, 256)
+    assert task_ranges([(0, 32), (32, 64), (160, 192)], 256, 0) == [(0, 32), (32, 64), (160, 192)]
+    assert task_ranges([], 256, 2) == []
+    # every other chunk pending (a re-run after changes): a range spans the finished chunks between, which the task skips
+    pending = [(s, s + 8) for s in range(0, 640, 16)]
+    ranges = task_ranges(pending, 256, 1)
+    assert ranges == [(0, 152), (160, 312), (320, 472), (480, 632)]
+
+
+def test_one_task_processes_several_chunks_and_skips_finished_ones(tmp_path):
+    import numpy as np
+
+    from flows.corpus import scan
+    from storage import Geometry, Store
+    from tasks.audio import AudioSpec
+    from tasks.preprocess import preprocess_batch
+    from tasks.synth import make_corpus
+
+    audio, _ = make_corpus(tmp_path, per_family=4, families=("tone", "clicks", "noise_bursts"), seed=2)
+    url = str(tmp_path / "store.zarr")
+    store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
+    store.sync_manifest(scan(audio))
+    assert preprocess_batch(url, str(audio), 0, 4, AudioSpec(freq=64, frames=96, channels=1))["stored"] == 4
+    first = store.read("blocks", 0, 24)
+    mtime = (tmp_path / "store.zarr" / "blocks" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns
+    result = preprocess_batch(url, str(audio), 0, 12, AudioSpec(freq=64, frames=96, channels=1))
+    assert (result["stored"], result["rejected"]) == (8, 0)  # chunks 1 and 2; chunk 0 had nothing pending
+    assert Store.open(url).ok().all()
+    np.testing.assert_array_equal(Store.open(url).read("blocks", 0, 24), first)
+    assert (tmp_path / "store.zarr" / "blocks" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == mtime  # not rewritten
