@@ -4,7 +4,7 @@ For each corpus (esc10 from ../shared/data when present, and a synthesized one o
 clips) prints: a plain single-process loop over the same feature function (the floor), the
 same chunk batches on bare dask.distributed (LocalCluster, 2 workers), and the Prefect flow
 with 1 and 2 workers: clips per second, speed-up over the loop, peak RSS of the largest
-process, and store bytes per clip. Throughput is steady state: every process has warmed the
+process, and store bytes per clip; each row is the median of ``--repeats`` runs. Throughput is steady state: every process has warmed the
 audio stack (``tasks.audio.warm_up``: imports, numba compilation) before the clock starts, as
 the flow's workers do when they join; the flow rows also give wall time with cluster start.
 """
@@ -111,21 +111,34 @@ def flow(audio: Path, config, work: Path, workers: int) -> tuple[float, float, i
     return result["found"] / result["process_s"], mem.peak_mb, du(Path(url)), wall
 
 
-def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False) -> None:
+def best_of(measure, repeats: int, work: Path, *args):
+    """``measure(*args, work_i)`` run ``repeats`` times on fresh stores; the run with the median rate
+    (first field), with the largest peak RSS (second field) of all runs."""
+    runs = []
+    for i in range(repeats):
+        (work / f"r{i}").mkdir(parents=True, exist_ok=True)
+        runs.append(measure(*args, work / f"r{i}"))
+        shutil.rmtree(work / f"r{i}", ignore_errors=True)
+    mid = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    return (mid[0], max(r[1] for r in runs), *mid[2:])
+
+
+def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False, repeats: int = 1) -> None:
     if not config.resolved:  # "auto" audio settings (the default preset): from the corpus, as the flow does
         from tasks.audio import probe_duration
 
         config = config.resolve([d for p in sorted(audio.iterdir()) if (d := probe_duration(str(p))) is not None])
+    n = sum(1 for _ in audio.iterdir())
     if only_flow:  # scaling runs: the 2-worker flow alone
-        rate, mem, size, wall = flow(audio, config, work, 2)
-        rows.append([name, sum(1 for _ in audio.iterdir()), "Prefect flow, 2 worker(s)", rate, "", mem, size / max(1, sum(1 for _ in audio.iterdir())), f"{wall:.0f} s wall with cluster start"])
+        rate, mem, size, wall = best_of(lambda a, c, wk: flow(a, c, wk, 2), repeats, work, audio, config)
+        rows.append([name, n, "Prefect flow, 2 worker(s)", rate, "", mem, size / n, f"{wall:.0f} s wall with cluster start"])
         return
-    rate0, mem0, n = plain_loop(audio, config)
+    rate0, mem0, n = best_of(lambda a, c, wk: plain_loop(a, c), repeats, work, audio, config)
     rows.append([name, n, "plain loop, 1 process", rate0, 1.0, mem0, "", ""])
-    rate_b, mem_b, size_b = bare_dask(audio, config, work)
+    rate_b, mem_b, size_b = best_of(bare_dask, repeats, work, audio, config)
     rows.append([name, n, "bare dask.distributed, 2 workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
     for w in (1, 2):
-        rate, mem, size, wall = flow(audio, config, work, w)
+        rate, mem, size, wall = best_of(lambda a, c, wk: flow(a, c, wk, w), repeats, work, audio, config)
         note = f"{rate_b / rate:.2f}x bare dask time; " if w == 2 else ""
         note += f"{wall:.0f} s wall with cluster start"
         rows.append([name, n, f"Prefect flow, {w} worker(s)", rate, rate / rate0, mem, size / n, note])
@@ -138,6 +151,7 @@ def main() -> None:
     ap.add_argument("--skip-esc10", action="store_true")
     ap.add_argument("--work", default=None)
     ap.add_argument("--only-flow", action="store_true", help="time only the 2-worker flow (for scaling runs)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per row on fresh stores; the median rate is shown [3]")
     args = ap.parse_args()
     from flows.config import load_config
     from flows.runtime import ensure_prefect_api
@@ -148,9 +162,9 @@ def main() -> None:
     rows: list = []
     esc10 = SHARED_DATA / "esc10" / "audio"
     if esc10.is_dir() and not args.skip_esc10:
-        bench_corpus("esc10", esc10, config, work / "esc10", rows, args.only_flow)
+        bench_corpus("esc10", esc10, config, work / "esc10", rows, args.only_flow, args.repeats)
     synth = synth_corpus(work / "synth", args.clips)
-    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow)
+    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow, args.repeats)
     print_table(
         f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {os.cpu_count()} cores",
         ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],
