@@ -95,7 +95,7 @@ class Config(BaseSettings):
     features: Literal["network", "mfcc-stats"] = "network"  # mfcc-stats: the handcrafted baseline, no network
     block_pool: Literal["concat", "mean", "meanmax"] = "concat"  # how a clip's block codes combine
     standardize: bool = False  # z-score each feature over the corpus
-    pca: int | Literal["auto"] = 0  # > 0: project onto this many principal components; auto: 1.6 k, in [2, 32]
+    pca: int | Literal["auto"] = 0  # > 0: project onto this many principal components; auto: 1.6 k (consensus: 4 k)
     whiten: bool = False  # scale the components to unit variance
     cluster: Literal["kmeans", "consensus", "idec"] = "kmeans"  # consensus: of many K-Means runs; idec: inside the network
     k: int = 20
