@@ -184,7 +184,7 @@ def stretch(x: np.ndarray, frames: int) -> np.ndarray:
 
 
 def warm_up(spec: AudioSpec) -> None:
-    """Run a synthetic 1 s, 44.1 kHz WAV through decoding and the image once.
+    """Run a synthetic 44.1 kHz WAV (1 s, or longer than ``min_duration``) through decoding and the image once.
 
     The first clip a process handles pays for importing librosa and compiling its numba
     functions (about 2 s); Dask workers call this when they join, not on their first chunk.
@@ -192,7 +192,7 @@ def warm_up(spec: AudioSpec) -> None:
     import soundfile as sf
 
     buf = io.BytesIO()
-    t = np.arange(44100) / 44100
+    t = np.arange(int(44100 * max(1.0, spec.min_duration + 0.1))) / 44100
     sf.write(buf, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 44100, format="WAV", subtype="PCM_16")
     buf.seek(0)
     y, _ = _decode(buf, buf.getbuffer().nbytes, spec)

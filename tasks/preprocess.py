@@ -118,4 +118,9 @@ class AudioWarmUp(WorkerPlugin):
         self.spec = spec
 
     def setup(self, worker) -> None:
-        warm_up(self.spec)
+        try:
+            warm_up(self.spec)
+        except Exception as exc:  # only a head start: the chunks still run (and report) whatever failed here
+            import logging
+
+            logging.getLogger(__name__).warning("audio warm-up failed on %s: %s", worker.address, exc)

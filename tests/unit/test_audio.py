@@ -111,3 +111,4 @@ def test_warm_up_runs_every_preset_audio_path(preset):
     if not cfg.resolved:
         cfg = cfg.resolve([5.0])
     warm_up(cfg.audio_spec())  # decodes an in-memory 44.1 kHz WAV (resampling) and draws its image
+    warm_up(load_config(preset, min_duration=3.0).resolve([5.0]).audio_spec())  # a synthetic clip long enough to pass
