@@ -2,11 +2,12 @@
 
 For each corpus (esc10 from ../shared/data when present, and a synthesized one of --clips
 clips) prints: a plain single-process loop over the same feature function (the floor), the
-same chunk batches on bare dask.distributed (LocalCluster, 2 workers), and the Prefect flow
+same task ranges on bare dask.distributed (LocalCluster, 2 workers), and the Prefect flow
 with 1 and 2 workers: clips per second, speed-up over the loop, peak RSS of the largest
-process, and store bytes per clip; each row is the median of ``--repeats`` runs. Throughput is steady state: every process has warmed the
-audio stack (``tasks.audio.warm_up``: imports, numba compilation) before the clock starts, as
-the flow's workers do when they join; the flow rows also give wall time with cluster start.
+process, and store bytes per clip; each row is the median of ``--repeats`` runs. Throughput
+is steady state: every process has warmed the audio stack (``tasks.audio.warm_up``: imports,
+numba compilation) before the clock starts, as the flow's workers do when they join; the flow
+rows also give wall time with cluster start.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
     from distributed import Client, LocalCluster, as_completed
 
     from flows.corpus import scan
-    from flows.pipeline import feature_fingerprint
+    from flows.pipeline import feature_fingerprint, task_ranges
     from flows.runtime import configure_dask, worker_env
     from storage import Store
     from tasks.preprocess import AudioWarmUp, preprocess_batch
@@ -89,7 +90,8 @@ def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
             client.wait_for_workers(2)
             client.register_plugin(AudioWarmUp(config.audio_spec()))
             t = time.perf_counter()
-            futs = [client.submit(preprocess_batch, url, str(audio), s, e, config.audio_spec(), pure=False) for s, e in store.pending_batches()]
+            ranges = task_ranges(store.pending_batches(), config.clips_per_task, 2)  # the flow's tasks, without Prefect
+            futs = [client.submit(preprocess_batch, url, str(audio), s, e, config.audio_spec(), pure=False) for s, e in ranges]
             for f in as_completed(futs):
                 f.result()
             dt = time.perf_counter() - t
@@ -111,7 +113,7 @@ def flow(audio: Path, config, work: Path, workers: int) -> tuple[float, float, i
     return result["found"] / result["process_s"], mem.peak_mb, du(Path(url)), wall
 
 
-def best_of(measure, repeats: int, work: Path, *args):
+def median_of(measure, repeats: int, work: Path, *args):
     """``measure(*args, work_i)`` run ``repeats`` times on fresh stores; the run with the median rate
     (first field), with the largest peak RSS (second field) of all runs."""
     runs = []
@@ -130,15 +132,15 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
         config = config.resolve([d for p in sorted(audio.iterdir()) if (d := probe_duration(str(p))) is not None])
     n = sum(1 for _ in audio.iterdir())
     if only_flow:  # scaling runs: the 2-worker flow alone
-        rate, mem, size, wall = best_of(lambda a, c, wk: flow(a, c, wk, 2), repeats, work, audio, config)
+        rate, mem, size, wall = median_of(lambda a, c, wk: flow(a, c, wk, 2), repeats, work, audio, config)
         rows.append([name, n, "Prefect flow, 2 worker(s)", rate, "", mem, size / n, f"{wall:.0f} s wall with cluster start"])
         return
-    rate0, mem0, n = best_of(lambda a, c, wk: plain_loop(a, c), repeats, work, audio, config)
+    rate0, mem0, n = median_of(lambda a, c, wk: plain_loop(a, c), repeats, work, audio, config)
     rows.append([name, n, "plain loop, 1 process", rate0, 1.0, mem0, "", ""])
-    rate_b, mem_b, size_b = best_of(bare_dask, repeats, work, audio, config)
+    rate_b, mem_b, size_b = median_of(bare_dask, repeats, work, audio, config)
     rows.append([name, n, "bare dask.distributed, 2 workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
     for w in (1, 2):
-        rate, mem, size, wall = best_of(lambda a, c, wk: flow(a, c, wk, w), repeats, work, audio, config)
+        rate, mem, size, wall = median_of(lambda a, c, wk: flow(a, c, wk, w), repeats, work, audio, config)
         note = f"{rate_b / rate:.2f}x bare dask time; " if w == 2 else ""
         note += f"{wall:.0f} s wall with cluster start"
         rows.append([name, n, f"Prefect flow, {w} worker(s)", rate, rate / rate0, mem, size / n, note])
