@@ -4,7 +4,9 @@ For each corpus (esc10 from ../shared/data when present, and a synthesized one o
 clips) prints: a plain single-process loop over the same feature function (the floor), the
 same task ranges on bare dask.distributed (LocalCluster, 2 workers), and the Prefect flow
 with 1 and 2 workers: clips per second, speed-up over the loop, peak RSS of the largest
-process, and store bytes per clip; each row is the median of ``--repeats`` runs. Throughput
+process, and store bytes per clip; each row is the median of ``--repeats`` interleaved runs. The
+loop's floor runs with the BLAS/OpenMP thread pools a worker has (``threads_per_worker``: one
+core each); a second loop row keeps the libraries' default pools for comparison. Throughput
 is steady state: every process has warmed the audio stack (``tasks.audio.warm_up``: imports,
 numba compilation) before the clock starts, as the flow's workers do when they join; the flow
 rows also give wall time with cluster start.
@@ -51,14 +53,18 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def plain_loop(audio: Path, config) -> tuple[float, float, int]:
+def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, float, int]:
+    """The feature function over every file, in this process. ``threads`` caps the BLAS/OpenMP pools
+    (a Dask worker runs with ``threads_per_worker`` of them); None leaves the libraries' defaults."""
+    from threadpoolctl import threadpool_limits
+
     from flows.corpus import scan
     from tasks.audio import Rejected, image, load_clip, to_blocks, warm_up
 
     spec, geo = config.audio_spec(), config.geometry()
     paths = [e.path for e in scan(audio)]
     warm_up(spec)  # imports and numba compilation happen before the clock, as the workers' warm-up does
-    with PeakRSS() as mem:
+    with PeakRSS() as mem, threadpool_limits(limits=threads):
         t = time.perf_counter()
         for p in paths:
             try:
@@ -113,35 +119,53 @@ def flow(audio: Path, config, work: Path, workers: int) -> tuple[float, float, i
     return result["found"] / result["process_s"], mem.peak_mb, du(Path(url)), wall
 
 
-def median_of(measure, repeats: int, work: Path, *args):
-    """``measure(*args, work_i)`` run ``repeats`` times on fresh stores; the run with the median rate
-    (first field), with the largest peak RSS (second field) of all runs."""
-    runs = []
-    for i in range(repeats):
-        (work / f"r{i}").mkdir(parents=True, exist_ok=True)
-        runs.append(measure(*args, work / f"r{i}"))
-        shutil.rmtree(work / f"r{i}", ignore_errors=True)
+def median(runs: list[tuple]) -> tuple:
+    """The run with the median rate (first field), with the largest peak RSS (second field) of all runs."""
     mid = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     return (mid[0], max(r[1] for r in runs), *mid[2:])
 
 
 def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False, repeats: int = 1) -> None:
+    """Every row ``repeats`` times, interleaved (loop, bare dask, flows, loop, ...) so that the machine's
+    slow spells fall on all rows alike; each row shows its median run, and the flow's cost over bare
+    dask is the median of the per-round ratios."""
     if not config.resolved:  # "auto" audio settings (the default preset): from the corpus, as the flow does
         from tasks.audio import probe_duration
 
         config = config.resolve([d for p in sorted(audio.iterdir()) if (d := probe_duration(str(p))) is not None])
     n = sum(1 for _ in audio.iterdir())
+    threads = config.threads_per_worker
+    measures = {"flow2": lambda wk: flow(audio, config, wk, 2)}
+    if not only_flow:
+        measures = {
+            "loop": lambda wk: plain_loop(audio, config, threads),
+            "loop-threads": lambda wk: plain_loop(audio, config),
+            "bare": lambda wk: bare_dask(audio, config, wk),
+            "flow1": lambda wk: flow(audio, config, wk, 1),
+            **measures,
+        }
+    runs: dict[str, list] = {k: [] for k in measures}
+    for i in range(repeats):
+        for key, measure in measures.items():
+            wk = work / f"{key}-{i}"
+            wk.mkdir(parents=True, exist_ok=True)
+            runs[key].append(measure(wk))
+            shutil.rmtree(wk, ignore_errors=True)
+    med = {k: median(v) for k, v in runs.items()}
     if only_flow:  # scaling runs: the 2-worker flow alone
-        rate, mem, size, wall = median_of(lambda a, c, wk: flow(a, c, wk, 2), repeats, work, audio, config)
+        rate, mem, size, wall = med["flow2"]
         rows.append([name, n, "Prefect flow, 2 worker(s)", rate, "", mem, size / n, f"{wall:.0f} s wall with cluster start"])
         return
-    rate0, mem0, n = median_of(lambda a, c, wk: plain_loop(a, c), repeats, work, audio, config)
-    rows.append([name, n, "plain loop, 1 process", rate0, 1.0, mem0, "", ""])
-    rate_b, mem_b, size_b = median_of(bare_dask, repeats, work, audio, config)
+    rate0 = med["loop"][0]
+    rows.append([name, n, f"plain loop, 1 process, {threads} BLAS thread", rate0, 1.0, med["loop"][1], "", ""])
+    rows.append([name, n, "plain loop, 1 process, default BLAS threads", med["loop-threads"][0], med["loop-threads"][0] / rate0,
+                 med["loop-threads"][1], "", ""])
+    rate_b, mem_b, size_b = med["bare"]
     rows.append([name, n, "bare dask.distributed, 2 workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
+    over = sorted(b[0] / f[0] for b, f in zip(runs["bare"], runs["flow2"]))
     for w in (1, 2):
-        rate, mem, size, wall = median_of(lambda a, c, wk: flow(a, c, wk, w), repeats, work, audio, config)
-        note = f"{rate_b / rate:.2f}x bare dask time; " if w == 2 else ""
+        rate, mem, size, wall = med[f"flow{w}"]
+        note = f"{over[len(over) // 2]:.2f}x bare dask time (range {over[0]:.2f}-{over[-1]:.2f}); " if w == 2 else ""
         note += f"{wall:.0f} s wall with cluster start"
         rows.append([name, n, f"Prefect flow, {w} worker(s)", rate, rate / rate0, mem, size / n, note])
 

@@ -66,7 +66,7 @@ class Config(BaseSettings):
     memory_limit: str = "auto"
     dask_address: str | None = None
     max_in_flight: int = 16  # batches submitted at once: bounds the flow's memory on huge corpora
-    clips_per_task: int = 256  # a preprocessing task takes consecutive chunks up to this many clips, leaving each worker >= 4 tasks
+    clips_per_task: int = 1024  # a preprocessing task takes consecutive chunks up to this many clips, leaving each worker >= 2 tasks
     dashboard_address: str = "127.0.0.1:8787"
     # model
     objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from storage import Store
-from storage.store import OK, PENDING, REJECTED, file_hash
+from storage.store import HASH, OK, PENDING, REJECTED, file_hash
 from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks, warm_up
 
 
@@ -32,14 +32,14 @@ def source_path(root: str, rel: str) -> str:
     return full
 
 
-def content_hash(path: str) -> str:
+def content_hash(path: str, algorithm: str = HASH) -> str:
     if "://" in path:
         import fsspec
 
         with fsspec.open(path, "rb") as fh:
-            return file_hash(fh)
+            return file_hash(fh, algorithm)
     with open(path, "rb") as fh:
-        return file_hash(fh)
+        return file_hash(fh, algorithm)
 
 
 def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
@@ -76,17 +76,17 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
     hashes = list(store.read("hash", start, stop))
     durations = store.read("duration", start, stop)
     for i in todo:
-        blocks[i * bpc : (i + 1) * bpc] = 0.0
         try:
             path = source_path(root, str(paths[i]))
             try:
-                hashes[i] = content_hash(path)
+                hashes[i] = content_hash(path, store.hash_algorithm)
             except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
                 raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
             y, durations[i] = load_clip(path, spec)
             blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block, store.geometry.width)
             status[i], reasons[i] = OK, ""
         except Rejected as exc:
+            blocks[i * bpc : (i + 1) * bpc] = 0.0
             status[i], reasons[i] = REJECTED, str(exc)
     store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, blocks=blocks)
     done = status[todo]

@@ -277,14 +277,14 @@ class FlakyReads(WorkerPlugin):
 
         original = pre.content_hash
 
-        def flaky(path):
+        def flaky(path, *args):
             if os.path.basename(path) == self.name:
                 n = int(open(self.counter).read() or 0) if os.path.exists(self.counter) else 0
                 if n < self.failures:
                     with open(self.counter, "w") as fh:
                         fh.write(str(n + 1))
                     raise OSError(5, "Input/output error")
-            return original(path)
+            return original(path, *args)
 
         pre.content_hash = flaky
 

@@ -7,22 +7,25 @@ def chunks(n, size=32, start=0):
     return [(start + i * size, start + (i + 1) * size) for i in range(n)]
 
 
-def test_small_chunks_are_grouped_but_every_worker_keeps_about_four_tasks():
-    # 63 chunks of 32 clips (the seed preset on 2 000 clips), 2 workers: 8 tasks of about 250 clips
-    ranges = task_ranges(chunks(62) + [(1984, 2000)], 256, 2)
-    assert len(ranges) == 8 and ranges[0] == (0, 256) and ranges[-1][1] == 2000
+def test_small_chunks_are_grouped_but_every_worker_keeps_about_two_tasks():
+    # 63 chunks of 32 clips (the seed preset on 2 000 clips), 2 workers: 4 tasks of about 500 clips
+    ranges = task_ranges(chunks(62) + [(1984, 2000)], 1024, 2)
+    assert len(ranges) == 4 and ranges[0] == (0, 512) and ranges[-1][1] == 2000
     assert all(b[0] == a[1] for a, b in zip(ranges, ranges[1:]))  # consecutive, nothing left out
-    # 400 clips: the 4-tasks-per-worker floor wins over clips_per_task
-    assert task_ranges(chunks(12) + [(384, 400)], 256, 2) == [(0, 64), (64, 128), (128, 192), (192, 256), (256, 320), (320, 384), (384, 400)]
+    # 400 clips: the 2-tasks-per-worker floor wins over clips_per_task
+    assert task_ranges(chunks(12) + [(384, 400)], 1024, 2) == [(0, 128), (128, 256), (256, 384), (384, 400)]
+    # 20 000 clips: clips_per_task caps the task
+    big = task_ranges(chunks(625), 1024, 2)
+    assert len(big) == 20 and all(e - s == 1024 for s, e in big[:-1])
 
 
 def test_large_chunks_stay_one_task_each_and_gaps_are_spanned():
     assert task_ranges(chunks(5, 256), 256, 2) == chunks(5, 256)
-    assert task_ranges([(0, 32), (32, 64), (160, 192)], 256, 0) == [(0, 32), (32, 64), (160, 192)]
+    assert task_ranges([(0, 32), (32, 64), (160, 192)], 256, 0) == [(0, 64), (160, 192)]  # no workers known: as for 1
     assert task_ranges([], 256, 2) == []
     # every other chunk pending (a re-run after changes): a range spans the finished chunks between, which the task skips
     pending = [(s, s + 8) for s in range(0, 640, 16)]
-    ranges = task_ranges(pending, 256, 1)
+    ranges = task_ranges(pending, 256, 2)
     assert ranges == [(0, 152), (160, 312), (320, 472), (480, 632)]
 
 
