@@ -169,25 +169,30 @@ def task_ranges(chunks: list[tuple[int, int]], clips_per_task: int, workers: int
     """Pending chunks (in store order) grouped into task ranges of consecutive chunks.
 
     A Prefect task costs a worker about 0.1 s to start (settings, API client, state calls) and
-    the first one in a worker process about 0.25 s, whatever it does. So a task takes chunks until
-    it holds ``clips_per_task`` clips (1 024 by default: about 3 s of the default geometry's work),
-    but no more than leaves each of ``workers`` about ``TASKS_PER_WORKER`` tasks, so that a small
-    corpus still spreads over every worker. A range may span chunks with nothing pending: the
-    task skips them.
+    the first one in a worker process about 0.25 s, whatever it does. So the pending clips are
+    cut into as few ranges as hold at most about ``clips_per_task`` clips each (1 024 by default:
+    about 3 s of the default geometry's work), but at least ``TASKS_PER_WORKER`` per worker so
+    that a small corpus still spreads over every worker. Cuts fall on the chunk boundaries
+    nearest to equal shares, so ranges are as even as whole chunks allow. A range may span
+    chunks with nothing pending: the task skips them.
     """
+    if not chunks:
+        return []
     total = sum(e - s for s, e in chunks)
-    target = max(1, min(clips_per_task, -(-total // (TASKS_PER_WORKER * max(1, workers)))))
+    n = min(len(chunks), max(-(-total // max(1, clips_per_task)), TASKS_PER_WORKER * max(1, workers)))
+    bounds = [k * total / n for k in range(1, n)]  # equal shares of the pending clips
+    cuts, held = set(), 0
+    for i, (s, e) in enumerate(chunks):
+        before, held = held, held + e - s
+        while bounds and held >= bounds[0]:  # cut at whichever chunk boundary lies nearer the share's end
+            b = bounds.pop(0)
+            cuts.add(i if held - b <= b - before else i - 1)
     ranges: list[tuple[int, int]] = []
-    first = held = None
-    for s, e in chunks:
-        if first is None:
-            first, held = s, 0
-        held += e - s
-        if held >= target:
+    first = chunks[0][0]
+    for i, (s, e) in enumerate(chunks):
+        if i in cuts or i == len(chunks) - 1:
             ranges.append((first, e))
-            first = None
-    if first is not None:
-        ranges.append((first, chunks[-1][1]))
+            first = chunks[i + 1][0] if i + 1 < len(chunks) else None
     return ranges
 
 

@@ -12,11 +12,12 @@ def test_small_chunks_are_grouped_but_every_worker_keeps_about_two_tasks():
     ranges = task_ranges(chunks(62) + [(1984, 2000)], 1024, 2)
     assert len(ranges) == 4 and ranges[0] == (0, 512) and ranges[-1][1] == 2000
     assert all(b[0] == a[1] for a, b in zip(ranges, ranges[1:]))  # consecutive, nothing left out
-    # 400 clips: the 2-tasks-per-worker floor wins over clips_per_task
-    assert task_ranges(chunks(12) + [(384, 400)], 1024, 2) == [(0, 128), (128, 256), (256, 384), (384, 400)]
-    # 20 000 clips: clips_per_task caps the task
+    # 400 clips: the 2-tasks-per-worker floor wins over clips_per_task, and the ranges are even
+    # (cutting every 128 clips would leave 16 for the last and one worker 256 clips to the other's 144)
+    assert task_ranges(chunks(12) + [(384, 400)], 1024, 2) == [(0, 96), (96, 192), (192, 288), (288, 400)]
+    # 20 000 clips: clips_per_task bounds the tasks
     big = task_ranges(chunks(625), 1024, 2)
-    assert len(big) == 20 and all(e - s == 1024 for s, e in big[:-1])
+    assert len(big) == 20 and all(990 <= e - s <= 1024 for s, e in big) and big[-1][1] == 20000
 
 
 def test_large_chunks_stay_one_task_each_and_gaps_are_spanned():
