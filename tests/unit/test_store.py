@@ -156,3 +156,29 @@ def test_verify_command(tmp_path):
     assert bad.exit_code == 1
     missing = CliRunner().invoke(app, ["verify", str(tmp_path / "nope.zarr")])
     assert missing.exit_code == 2 and "no store" in missing.output
+
+
+def test_stored_hash_is_sha256_of_the_file_and_older_stores_keep_blake2b(tmp_path):
+    import hashlib
+
+    from flows.corpus import scan
+    from storage import Geometry, Store
+    from tasks.audio import AudioSpec
+    from tasks.preprocess import preprocess_batch
+    from tasks.synth import make_corpus
+
+    audio, _ = make_corpus(tmp_path, per_family=2, families=("tone", "noise_bursts"), seed=3)
+    spec = AudioSpec(freq=64, frames=96, channels=1)
+    for name, drop_attr in (("new.zarr", False), ("old.zarr", True)):
+        url = str(tmp_path / name)
+        store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
+        if drop_attr:  # a store made before the attribute existed
+            del store.group.attrs["hash"]
+        store.sync_manifest(scan(audio))
+        preprocess_batch(url, str(audio), 0, store.n_clips, spec)
+        store = Store.open(url)
+        path = str(store.read("path")[0])
+        data = (audio / path).read_bytes()
+        expected = hashlib.blake2b(data, digest_size=16).hexdigest() if drop_attr else hashlib.sha256(data).hexdigest()
+        assert store.hash_algorithm == ("blake2b-128" if drop_attr else "sha256")
+        assert store.read("hash")[0] == expected

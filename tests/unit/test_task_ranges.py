@@ -51,3 +51,4 @@ def test_one_task_processes_several_chunks_and_skips_finished_ones(tmp_path):
     assert Store.open(url).ok().all()
     np.testing.assert_array_equal(Store.open(url).read("blocks", 0, 24), first)
     assert (tmp_path / "store.zarr" / "blocks" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == mtime  # not rewritten
+
