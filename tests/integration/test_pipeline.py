@@ -113,7 +113,11 @@ def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
     names = [t.name for t in task_runs]
     preprocess = [n for n in names if n.startswith("preprocess-clips-")]
     encode = [n for n in names if n.startswith("encode-blocks-")]
-    assert len(preprocess) == 6 and len(encode) == 6  # 42 clips / 8 per chunk
+    from flows.pipeline import task_ranges
+
+    chunks = [(s, min(s + 8, 42)) for s in range(0, 42, 8)]  # 42 clips / 8 per chunk
+    assert len(encode) == len(chunks) == 6
+    assert len(preprocess) == len(task_ranges(chunks, load_config("fast").clips_per_task, 2)) == 4  # 2 per worker, even shares
     assert {a.key for a in artifacts} >= {"audioclust-summary", "audioclust-scores"}
 
 
