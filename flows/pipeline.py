@@ -180,19 +180,18 @@ def task_ranges(chunks: list[tuple[int, int]], clips_per_task: int, workers: int
         return []
     total = sum(e - s for s, e in chunks)
     n = min(len(chunks), max(-(-total // max(1, clips_per_task)), TASKS_PER_WORKER * max(1, workers)))
-    bounds = [k * total / n for k in range(1, n)]  # equal shares of the pending clips
-    cuts, held = set(), 0
-    for i, (s, e) in enumerate(chunks):
-        before, held = held, held + e - s
-        while bounds and held >= bounds[0]:  # cut at whichever chunk boundary lies nearer the share's end
-            b = bounds.pop(0)
-            cuts.add(i if held - b <= b - before else i - 1)
     ranges: list[tuple[int, int]] = []
-    first = chunks[0][0]
-    for i, (s, e) in enumerate(chunks):
-        if i in cuts or i == len(chunks) - 1:
-            ranges.append((first, e))
-            first = chunks[i + 1][0] if i + 1 < len(chunks) else None
+    held, last = 0, None
+    for s, e in chunks:
+        # the equal share (of n) that holds the chunk's middle clip: the cut before a share's end
+        # falls on the chunk boundary nearer to it (exact integers: middle = held + (e - s) / 2)
+        share = -(-(2 * held + e - s) * n // (2 * total))
+        held += e - s
+        if share == last:
+            ranges[-1] = (ranges[-1][0], e)
+        else:
+            ranges.append((s, e))
+            last = share
     return ranges
 
 
