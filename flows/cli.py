@@ -217,7 +217,8 @@ def preprocess(
     result = _run_flow(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
     console.print(
         f"{result['found']} files: {result['stored']} stored, {result['rejected']} rejected "
-        f"({result['new']} new, {result['changed']} changed, {result['removed']} removed; "
+        f"({result['new']} new, {result['changed']} changed ({result['unchanged']} with the same content: not decoded again), "
+        f"{result['removed']} removed; "
         f"{result['processed_chunks']} chunks processed) -> {store}"
     )
 

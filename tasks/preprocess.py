@@ -20,16 +20,17 @@ from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks, warm_u
 
 
 def source_path(root: str, rel: str) -> str:
-    """``root/rel``, refusing a manifest path that would leave the input root."""
-    if "://" in root:
-        if rel.startswith("/") or ".." in rel.split("/"):
-            raise Rejected(f"path outside the input root: {rel}")
-        return f"{root.rstrip('/')}/{rel}"
-    base = os.path.realpath(root)
-    full = os.path.realpath(os.path.join(base, rel))
-    if os.path.commonpath([base, full]) != base:
+    """``root/rel``, refusing a manifest path that is absolute or climbs out of the root with ``..``.
+
+    The check is on the path as listed, not on where it resolves: a corpus of symbolic links
+    (a subset linked from a dataset folder, DVC or git-annex checkouts) is read where the
+    links point.
+    """
+    if rel.startswith("/") or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
         raise Rejected(f"path outside the input root: {rel}")
-    return full
+    if "://" in root:
+        return f"{root.rstrip('/')}/{rel}"
+    return os.path.join(root, rel)
 
 
 def content_hash(path: str, algorithm: str = HASH) -> str:
@@ -48,40 +49,52 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
     A file whose content is bad is recorded with its reason; the batch itself fails (and is
     retried) on I/O errors, reading a file or the store, naming the file. Chunks finished
     before a failure keep their results, so the retry redoes only the rest.
+
+    A PENDING file whose content hash is the one already stored (touched, or copied again
+    with new modification times) is not decoded: it keeps its stored blocks and outcome,
+    and counts as ``unchanged``.
     """
     store = Store.open(store_url, mode="r+")
-    done = {"start": start, "stop": stop, "stored": 0, "rejected": 0}
+    done = {"start": start, "stop": stop, "stored": 0, "rejected": 0, "unchanged": 0}
     for s, e in store.clip_batches():
         if start <= s and e <= stop:
-            stored, rejected = _preprocess_chunk(store, root, s, e, spec)
-            done["stored"] += stored
-            done["rejected"] += rejected
+            for key, n in _preprocess_chunk(store, root, s, e, spec).items():
+                done[key] += n
     return done
 
 
-def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: AudioSpec) -> tuple[int, int]:
-    """One chunk: its PENDING clips decoded, then the chunk written whole. Returns (stored, rejected)."""
+def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: AudioSpec) -> dict[str, int]:
+    """One chunk: its PENDING clips decoded, then the chunk written whole. Returns counts of
+    the PENDING clips: stored, rejected, unchanged (same content hash: not decoded again).
+
+    Reusing a clip by its hash is safe because :meth:`Store.write_clips` writes the blocks
+    before the hashes: a stored hash always describes the blocks beside it."""
     status = store.read("status", start, stop)
     todo = np.flatnonzero(status == PENDING)
     if not len(todo):
-        return 0, 0
+        return {"stored": 0, "rejected": 0, "unchanged": 0}
     bpc = store.geometry.blocks_per_clip
     b0, b1 = store.block_range(start, stop)
     paths = store.read("path", start, stop)
-    if len(todo) == len(status):  # a new chunk: nothing to keep
-        blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float16)  # the stored dtype: no second copy
-    else:  # rewrite the chunk whole, keeping its other clips
-        blocks = store.read("blocks", b0, b1)
     reasons = list(store.read("reason", start, stop))
     hashes = list(store.read("hash", start, stop))
+    if len(todo) == len(status) and not any(hashes):  # a new chunk: nothing to keep
+        blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float16)  # the stored dtype: no second copy
+    else:  # rewrite the chunk whole, keeping its other clips (and any whose content turns out unchanged)
+        blocks = store.read("blocks", b0, b1)
     durations = store.read("duration", start, stop)
+    unchanged = np.zeros(len(status), bool)
     for i in todo:
         try:
             path = source_path(root, str(paths[i]))
             try:
-                hashes[i] = content_hash(path, store.hash_algorithm)
+                digest = content_hash(path, store.hash_algorithm)
             except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
                 raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
+            if digest == hashes[i]:  # processed before, same bytes: keep its blocks and outcome
+                status[i], unchanged[i] = (REJECTED if reasons[i] else OK), True
+                continue
+            hashes[i] = digest
             y, durations[i] = load_clip(path, spec)
             blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block, store.geometry.width)
             status[i], reasons[i] = OK, ""
@@ -89,8 +102,8 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
             blocks[i * bpc : (i + 1) * bpc] = 0.0
             status[i], reasons[i] = REJECTED, str(exc)
     store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, blocks=blocks)
-    done = status[todo]
-    return int((done == OK).sum()), int((done == REJECTED).sum())
+    fresh = status[todo][~unchanged[todo]]
+    return {"stored": int((fresh == OK).sum()), "rejected": int((fresh == REJECTED).sum()), "unchanged": int(unchanged.sum())}
 
 
 @task(
@@ -103,7 +116,8 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
 )
 def preprocess_batch_task(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
     result = preprocess_batch(store_url, root, start, stop, spec)
-    get_run_logger().info("clips %d-%d: %d stored, %d rejected", start, stop, result["stored"], result["rejected"])
+    get_run_logger().info("clips %d-%d: %d stored, %d rejected, %d unchanged (same content hash)",
+                          start, stop, result["stored"], result["rejected"], result["unchanged"])
     return result
 
 

@@ -119,6 +119,11 @@ def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
     assert len(encode) == len(chunks) == 6
     assert len(preprocess) == len(task_ranges(chunks, load_config("fast").clips_per_task, 2)) == 4  # 2 per worker, even shares
     assert {a.key for a in artifacts} >= {"audioclust-summary", "audioclust-scores"}
+    # the flow run carries the run's tags; its fan-out task runs none (each tagged task run would
+    # first ask the API for tag concurrency slots, and fresh workers asking at once back off 2 s)
+    assert "audioclust" in run.tags
+    assert all(not t.tags for t in task_runs if t.name.startswith(("preprocess-clips-", "encode-blocks-"))), \
+        [(t.name, t.tags) for t in task_runs if t.tags]
 
 
 def test_parallel_encoding_equals_one_process_predict(pipeline_run):

@@ -23,6 +23,26 @@ def test_manifest_paths_cannot_leave_the_input_root(tmp_path):
         source_path("s3://bucket/clips", "../other/x.wav")
 
 
+def test_a_corpus_of_symbolic_links_is_read_where_they_point(tmp_path):
+    """Subsets linked from a dataset folder (or DVC / git-annex checkouts) are inputs like any file."""
+    from flows.corpus import scan
+    from storage import Geometry, Store
+    from tasks.preprocess import preprocess_batch
+    from tasks.synth import make_corpus
+
+    audio, _ = make_corpus(tmp_path / "dataset", per_family=2, families=("tone",), seed=2)
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for p in sorted(audio.iterdir()):
+        (subset / p.name).symlink_to(p)
+    assert source_path(str(subset), "tone_000.wav") == str(subset / "tone_000.wav")
+    url = str(tmp_path / "s.zarr")
+    store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
+    store.sync_manifest(scan(subset))
+    result = preprocess_batch(url, str(subset), 0, store.n_clips, AudioSpec(freq=64, frames=96, channels=1))
+    assert (result["stored"], result["rejected"]) == (2, 0), Store.open(url).rejects()
+
+
 def test_models_are_loaded_in_safe_mode(tmp_path):
     """A saved model with a Lambda layer (arbitrary code) is refused by the encoder loader."""
     import keras

@@ -182,3 +182,48 @@ def test_stored_hash_is_sha256_of_the_file_and_older_stores_keep_blake2b(tmp_pat
         expected = hashlib.blake2b(data, digest_size=16).hexdigest() if drop_attr else hashlib.sha256(data).hexdigest()
         assert store.hash_algorithm == ("blake2b-128" if drop_attr else "sha256")
         assert store.read("hash")[0] == expected
+
+
+def test_files_touched_or_copied_again_with_the_same_bytes_are_not_decoded_again(tmp_path, monkeypatch):
+    """A new modification time sends a file back to PENDING; if its content hash is the stored one,
+    its blocks and outcome are kept without decoding, even when that is every clip of a chunk."""
+    import os
+
+    from flows.corpus import scan
+    from tasks import preprocess
+    from tasks.audio import AudioSpec
+    from tasks.synth import make_corpus, synth_clip
+
+    audio, _ = make_corpus(tmp_path, per_family=3, families=("tone", "noise_bursts"), seed=5)  # 6 clips
+    (audio / "notes.txt").write_text("not audio")  # rejected, and stays rejected with its reason
+    spec = AudioSpec(freq=64, frames=96, channels=1)
+    url = str(tmp_path / "s.zarr")
+    store = Store.create(url, SMALL, clips_per_chunk=4)  # 7 files: chunks of 4 and 3
+    store.sync_manifest(scan(audio))
+    first = preprocess.preprocess_batch(url, str(audio), 0, store.n_clips, spec)
+    assert (first["stored"], first["rejected"], first["unchanged"]) == (6, 1, 0)
+    before = Store.open(url)
+    blocks, reasons, paths = before.read("blocks"), list(before.read("reason")), list(before.read("path"))
+
+    files = sorted(p for p in audio.iterdir())
+    for p in files:  # every file touched: both chunks all PENDING
+        os.utime(p, ns=(p.stat().st_mtime_ns + 10**9,) * 2)
+    edited = [p for p in paths if p.endswith(".wav")][-2]  # one of them also gets new content
+    import soundfile as sf
+
+    sf.write(audio / edited, synth_clip("clicks", 22050, 5.0, np.random.default_rng(1)), 22050)
+    assert store.sync_manifest(scan(audio))["changed"] == 7
+
+    decoded = []
+    real = preprocess.load_clip
+    monkeypatch.setattr(preprocess, "load_clip", lambda path, s: decoded.append(os.path.basename(path)) or real(path, s))
+    again = preprocess.preprocess_batch(url, str(audio), 0, store.n_clips, spec)
+    assert (again["stored"], again["rejected"], again["unchanged"]) == (1, 0, 6)
+    assert decoded == [edited]
+    after = Store.open(url)
+    assert after.counts()["ok"] == 6 and list(after.read("reason")) == reasons and after.rejects() == before.rejects()
+    bpc = SMALL.blocks_per_clip
+    for i in range(7):
+        same = np.array_equal(after.read("blocks")[i * bpc : (i + 1) * bpc], blocks[i * bpc : (i + 1) * bpc], equal_nan=True)
+        assert same == (paths[i] != edited), paths[i]
+    assert not np.isnan(after.read("blocks")).any()
