@@ -2,7 +2,9 @@
 
 For each corpus (esc10 from ../shared/data when present, and a synthesized one of --clips
 clips) prints: a plain single-process loop over the same feature function (the floor), the
-same task ranges on bare dask.distributed (LocalCluster, 2 workers), and the Prefect flow
+flow's own per-clip work in one process (the same task ranges through ``preprocess_batch``:
+the loop's work plus the content hash and the store writes), the same task ranges on bare
+dask.distributed (LocalCluster, 2 workers), and the Prefect flow
 with 1 and 2 workers: clips per second, speed-up over the loop, peak RSS of the largest
 process, and store bytes per clip; each row is the median of ``--repeats`` interleaved runs. The
 loop's floor runs with the BLAS/OpenMP thread pools a worker has (``threads_per_worker``: one
@@ -76,6 +78,29 @@ def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, 
     return len(paths) / dt, mem.peak_mb, len(paths)
 
 
+def serial_batches(audio: Path, config, work: Path, threads: int) -> tuple[float, float, int]:
+    """The flow's own work in this process: the same task ranges through ``preprocess_batch`` one
+    after another (decode and features as the loop, plus the content hash and whole-chunk writes)."""
+    from threadpoolctl import threadpool_limits
+
+    from flows.corpus import scan
+    from flows.pipeline import feature_fingerprint, task_ranges
+    from storage import Store
+    from tasks.audio import warm_up
+    from tasks.preprocess import preprocess_batch
+
+    url = str(work / "serial.zarr")
+    store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
+    store.sync_manifest(scan(audio))
+    warm_up(config.audio_spec())
+    with PeakRSS() as mem, threadpool_limits(limits=threads):
+        t = time.perf_counter()
+        for s, e in task_ranges(store.pending_batches(), config.clips_per_task, 2):
+            preprocess_batch(url, str(audio), s, e, config.audio_spec())
+        dt = time.perf_counter() - t
+    return store.n_clips / dt, mem.peak_mb, du(Path(url))
+
+
 def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
     """The same chunk tasks as the flow, submitted with plain distributed (no Prefect)."""
     from distributed import Client, LocalCluster, as_completed
@@ -140,6 +165,7 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
         measures = {
             "loop": lambda wk: plain_loop(audio, config, threads),
             "loop-threads": lambda wk: plain_loop(audio, config),
+            "serial": lambda wk: serial_batches(audio, config, wk, threads),
             "bare": lambda wk: bare_dask(audio, config, wk),
             "flow1": lambda wk: flow(audio, config, wk, 1),
             **measures,
@@ -160,12 +186,15 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
     rows.append([name, n, f"plain loop, 1 process, {threads} BLAS thread", rate0, 1.0, med["loop"][1], "", ""])
     rows.append([name, n, "plain loop, 1 process, default BLAS threads", med["loop-threads"][0], med["loop-threads"][0] / rate0,
                  med["loop-threads"][1], "", ""])
+    rate_s, mem_s, size_s = med["serial"]
+    rows.append([name, n, "serial batches (loop + hash + store), 1 process", rate_s, rate_s / rate0, mem_s, size_s / n, ""])
     rate_b, mem_b, size_b = med["bare"]
     rows.append([name, n, "bare dask.distributed, 2 workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
     over = sorted(b[0] / f[0] for b, f in zip(runs["bare"], runs["flow2"]))
     for w in (1, 2):
         rate, mem, size, wall = med[f"flow{w}"]
-        note = f"{over[len(over) // 2]:.2f}x bare dask time (range {over[0]:.2f}-{over[-1]:.2f}); " if w == 2 else ""
+        note = f"{rate / rate_s:.2f}x serial batches; "
+        note += f"{over[len(over) // 2]:.2f}x bare dask time (range {over[0]:.2f}-{over[-1]:.2f}); " if w == 2 else ""
         note += f"{wall:.0f} s wall with cluster start"
         rows.append([name, n, f"Prefect flow, {w} worker(s)", rate, rate / rate0, mem, size / n, note])
 

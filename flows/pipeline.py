@@ -73,8 +73,9 @@ def run_windowed(submit, items: list, window: int, stage: str) -> list:
 
 
 # Tasks per worker on a small corpus: 2 against 4 cut the 2-worker flow's cost over bare Dask on
-# 2 000 clips from 1.33x to 1.20x (bench/preprocess, median of 5); 1 did no better (1.27x) and
-# leaves a slow worker nobody to share with.
+# 2 000 clips from 1.33x to 1.20x (bench/preprocess, median of 5). 1 did no better: 4.21 s
+# against 4.01 s of processing (median of 5, interleaved, after batch task runs lost their tags),
+# and it leaves a slow worker nobody to share with.
 TASKS_PER_WORKER = 2
 
 AUDIO_FIELDS = ("sample_rate", "duration", "trim_db", "time_normalize", "min_duration", "min_sample_rate", "silence_db", "spectrogram",
