@@ -215,10 +215,10 @@ def preprocess(
     from flows.pipeline import preprocess_flow
 
     result = _run_flow(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
+    same = f" ({result['unchanged']} with the same content, not decoded)" if result["unchanged"] else ""
     console.print(
         f"{result['found']} files: {result['stored']} stored, {result['rejected']} rejected "
-        f"({result['new']} new, {result['changed']} changed ({result['unchanged']} with the same content: not decoded again), "
-        f"{result['removed']} removed; "
+        f"({result['new']} new, {result['changed']} changed{same}, {result['removed']} removed; "
         f"{result['processed_chunks']} chunks processed) -> {store}"
     )
 
