@@ -38,7 +38,8 @@ def scan(root: str | Path, exclude: tuple[str | Path | None, ...] = (), storage_
     """Every regular, non-hidden file under ``root`` (recursively), streamed in sorted order.
 
     All files are inputs: those that are not audio end in the rejects with a reason, so
-    nothing in the folder is silently ignored.
+    nothing in the folder is silently ignored. Symbolic links to files and to folders are
+    followed (a folder reached twice, or a link back up the tree, is listed once).
     """
     root = str(root)
     check_root(root, storage_options)
@@ -46,7 +47,13 @@ def scan(root: str | Path, exclude: tuple[str | Path | None, ...] = (), storage_
         yield from _scan_fsspec(root, exclude, storage_options)
         return
     skip = {Path(p).resolve() for p in exclude if p is not None and not is_url(p)}
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[tuple[int, int]] = set()  # folders walked, by device and inode
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name

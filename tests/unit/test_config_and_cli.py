@@ -46,6 +46,12 @@ def test_discover_and_labels(tmp_path):
     for name in ("b.wav", "sub/a.ogg", ".hidden.wav", "labels.csv"):
         (tmp_path / name).write_text("x")
     assert [e.path for e in scan(tmp_path, exclude=(tmp_path / "labels.csv",))] == ["b.wav", "sub/a.ogg"]
+    # linked folders are walked (a dataset folder linked in), a link back up the tree only once
+    (tmp_path.parent / f"{tmp_path.name}-elsewhere").mkdir()
+    (tmp_path.parent / f"{tmp_path.name}-elsewhere" / "c.wav").write_text("x")
+    (tmp_path / "linked").symlink_to(tmp_path.parent / f"{tmp_path.name}-elsewhere")
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path)
+    assert [e.path for e in scan(tmp_path, exclude=(tmp_path / "labels.csv",))] == ["b.wav", "linked/c.wav", "sub/a.ogg"]
     (tmp_path / "labels.csv").write_text("file,label,extra\nb.wav,dog,1\na.ogg,cat,2\n")
     labels = read_labels(tmp_path / "labels.csv")
     assert [label_lookup(labels)(p) for p in ["b.wav", "sub/a.ogg", "c.wav"]] == ["dog", "cat", ""]
