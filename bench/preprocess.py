@@ -78,24 +78,32 @@ def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, 
     return len(paths) / dt, mem.peak_mb, len(paths)
 
 
+def fresh_store(audio: Path, config, url: str):
+    """A new store at ``url`` with the manifest of ``audio``, and the task ranges the flow would cut
+    over it for 2 workers (as the flow, before its clock starts)."""
+    from flows.corpus import scan
+    from flows.pipeline import feature_fingerprint, task_ranges
+    from storage import Store
+
+    store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
+    store.sync_manifest(scan(audio))
+    return store, task_ranges(store.pending_batches(), config.clips_per_task, 2)
+
+
 def serial_batches(audio: Path, config, work: Path, threads: int) -> tuple[float, float, int]:
     """The flow's own work in this process: the same task ranges through ``preprocess_batch`` one
     after another (decode and features as the loop, plus the content hash and whole-chunk writes)."""
     from threadpoolctl import threadpool_limits
 
-    from flows.corpus import scan
-    from flows.pipeline import feature_fingerprint, task_ranges
-    from storage import Store
     from tasks.audio import warm_up
     from tasks.preprocess import preprocess_batch
 
     url = str(work / "serial.zarr")
-    store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
-    store.sync_manifest(scan(audio))
+    store, ranges = fresh_store(audio, config, url)
     warm_up(config.audio_spec())
     with PeakRSS() as mem, threadpool_limits(limits=threads):
         t = time.perf_counter()
-        for s, e in task_ranges(store.pending_batches(), config.clips_per_task, 2):
+        for s, e in ranges:
             preprocess_batch(url, str(audio), s, e, config.audio_spec())
         dt = time.perf_counter() - t
     return store.n_clips / dt, mem.peak_mb, du(Path(url))
@@ -105,15 +113,11 @@ def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
     """The same chunk tasks as the flow, submitted with plain distributed (no Prefect)."""
     from distributed import Client, LocalCluster, as_completed
 
-    from flows.corpus import scan
-    from flows.pipeline import feature_fingerprint, task_ranges
     from flows.runtime import configure_dask, worker_env
-    from storage import Store
     from tasks.preprocess import AudioWarmUp, preprocess_batch
 
     url = str(work / "bare.zarr")
-    store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
-    store.sync_manifest(scan(audio))
+    store, ranges = fresh_store(audio, config, url)
     configure_dask()
     with PeakRSS() as mem:
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
@@ -121,7 +125,6 @@ def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
             client.wait_for_workers(2)
             client.register_plugin(AudioWarmUp(config.audio_spec()))
             t = time.perf_counter()
-            ranges = task_ranges(store.pending_batches(), config.clips_per_task, 2)  # the flow's tasks, without Prefect
             futs = [client.submit(preprocess_batch, url, str(audio), s, e, config.audio_spec(), pure=False) for s, e in ranges]
             for f in as_completed(futs):
                 f.result()

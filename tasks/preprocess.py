@@ -26,7 +26,7 @@ def source_path(root: str, rel: str) -> str:
     (a subset linked from a dataset folder, DVC or git-annex checkouts) is read where the
     links point.
     """
-    if rel.startswith("/") or os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+    if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
         raise Rejected(f"path outside the input root: {rel}")
     if "://" in root:
         return f"{root.rstrip('/')}/{rel}"
