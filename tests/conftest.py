@@ -13,21 +13,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
-    """A real Prefect API for the whole session.
+def prefect_api(prefect_server):
+    """A real Prefect API for the whole session: the same server as :func:`prefect_server`.
 
-    The server `.ci/run` started (PREFECT_API_URL), or else a temporary local one with its
-    own SQLite database (prefect_test_harness).
+    One server, as under `.ci/run`: with a temporary harness API beside a started server, the
+    test process's event client stayed bound to one while flows ran against the other, and a
+    re-run's task runs never reached the API (``make test`` failed where ``.ci/run`` passed).
     """
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
-        return
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        from prefect.settings import get_current_settings
-
-        yield str(get_current_settings().api.url)
+    yield prefect_server
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +58,15 @@ def prefect_server(tmp_path_factory):
         raise RuntimeError("prefect server did not start")
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: url}):
-        yield url
+    os.environ["PREFECT_API_URL"] = url  # as `.ci/run` exports it: worker processes and subprocesses see it too
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)  # the session's last logs reach the server before it stops
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
     proc.terminate()
     proc.wait(timeout=30)
 
