@@ -49,9 +49,10 @@ class AudioSpec:
         return max(1, self.n_samples // self.frames)
 
 
-def load_clip(path: str, spec: AudioSpec) -> tuple[np.ndarray, float]:
+def load_clip(path: str, spec: AudioSpec, data: bytes | None = None) -> tuple[np.ndarray, float]:
     """Decode ``path`` (a local path or an fsspec URL) to mono at ``spec.sample_rate``,
-    padded/trimmed to ``spec.duration``.
+    padded/trimmed to ``spec.duration``. ``data``: the file's bytes, already read (then
+    ``path`` only names the format).
 
     Only the first ``duration`` seconds are decoded, so an hour-long file costs what a
     5 s one does. Returns the signal and the seconds actually read.
@@ -59,6 +60,8 @@ def load_clip(path: str, spec: AudioSpec) -> tuple[np.ndarray, float]:
     ext = os.path.splitext(str(path))[1].lower()
     if ext not in AUDIO_EXTENSIONS:
         raise Rejected(f"unsupported format '{ext or '(none)'}' (expected {', '.join(AUDIO_EXTENSIONS)})")
+    if data is not None:
+        return _decode(io.BytesIO(data), len(data), spec)
     if "://" in str(path):
         import fsspec
 

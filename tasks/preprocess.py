@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from storage import Store
-from storage.store import HASH, OK, PENDING, REJECTED, file_hash
+from storage.store import HASH, OK, PENDING, REJECTED, file_hash, hasher
 from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks, warm_up
 
 
@@ -33,14 +33,40 @@ def source_path(root: str, rel: str) -> str:
     return os.path.join(root, rel)
 
 
-def content_hash(path: str, algorithm: str = HASH) -> str:
+READ_ONCE_BYTES = 32 << 20  # a file up to this size is read once: hashed, then decoded from memory
+
+
+def read_and_hash(path: str, algorithm: str = HASH) -> tuple[str, bytes | None]:
+    """The content hash of ``path`` (a local path or an fsspec URL) and, when the file holds at
+    most :data:`READ_ONCE_BYTES`, its bytes, for :func:`tasks.audio.load_clip` to decode.
+
+    A clip is then read once, not twice (from object storage: fetched once). A longer file
+    is hashed in blocks and decoded from its path, up to the read window only.
+    """
     if "://" in path:
         import fsspec
 
-        with fsspec.open(path, "rb") as fh:
-            return file_hash(fh, algorithm)
-    with open(path, "rb") as fh:
-        return file_hash(fh, algorithm)
+        opener = fsspec.open
+    else:
+        opener = open
+    with opener(path, "rb") as fh:
+        if _size(fh) > READ_ONCE_BYTES:
+            return file_hash(fh, algorithm), None
+        data = fh.read()
+    h = hasher(algorithm)
+    h.update(data)
+    return h.hexdigest(), data
+
+
+def _size(fh) -> float:
+    """Bytes in an open file (fsspec files know theirs); infinity when it cannot tell."""
+    size = getattr(fh, "size", None)
+    if isinstance(size, int):
+        return size
+    try:
+        return os.fstat(fh.fileno()).st_size
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return float("inf")
 
 
 def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
@@ -78,8 +104,8 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
     paths = store.read("path", start, stop)
     reasons = list(store.read("reason", start, stop))
     hashes = list(store.read("hash", start, stop))
-    if len(todo) == len(status) and not any(hashes):  # a new chunk: nothing to keep
-        blocks = np.full((b1 - b0, *store.geometry.block_shape), np.nan, np.float16)  # the stored dtype: no second copy
+    if len(todo) == len(status) and not any(hashes):  # a new chunk: nothing to keep; every clip is set below
+        blocks = np.empty((b1 - b0, *store.geometry.block_shape), np.float16)  # the stored dtype: no second copy
     else:  # rewrite the chunk whole, keeping its other clips (and any whose content turns out unchanged)
         blocks = store.read("blocks", b0, b1)
     durations = store.read("duration", start, stop)
@@ -88,14 +114,14 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
         try:
             path = source_path(root, str(paths[i]))
             try:
-                digest = content_hash(path, store.hash_algorithm)
+                digest, data = read_and_hash(path, store.hash_algorithm)
             except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
                 raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
             if digest == hashes[i]:  # processed before, same bytes: keep its blocks and outcome
                 status[i], unchanged[i] = (REJECTED if reasons[i] else OK), True
                 continue
             hashes[i] = digest
-            y, durations[i] = load_clip(path, spec)
+            y, durations[i] = load_clip(path, spec, data)
             blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block, store.geometry.width)
             status[i], reasons[i] = OK, ""
         except Rejected as exc:

@@ -275,7 +275,7 @@ class FlakyReads(WorkerPlugin):
     def setup(self, worker):
         import tasks.preprocess as pre
 
-        original = pre.content_hash
+        original = pre.read_and_hash
 
         def flaky(path, *args):
             if os.path.basename(path) == self.name:
@@ -286,7 +286,7 @@ class FlakyReads(WorkerPlugin):
                     raise OSError(5, "Input/output error")
             return original(path, *args)
 
-        pre.content_hash = flaky
+        pre.read_and_hash = flaky
 
 
 @pytest.fixture

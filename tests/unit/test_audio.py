@@ -112,3 +112,20 @@ def test_warm_up_runs_every_preset_audio_path(preset):
         cfg = cfg.resolve([5.0])
     warm_up(cfg.audio_spec())  # decodes an in-memory 44.1 kHz WAV (resampling) and draws its image
     warm_up(load_config(preset, min_duration=3.0).resolve([5.0]).audio_spec())  # a synthetic clip long enough to pass
+
+
+def test_a_file_is_read_once_hashed_and_decoded_from_its_bytes(tmp_path, monkeypatch):
+    import hashlib
+
+    import tasks.preprocess as pre
+
+    p = write_wav(tmp_path / "a.wav", clip(seconds=3.0, sr=44100), sr=44100)
+    digest, data = pre.read_and_hash(str(p))
+    assert digest == hashlib.sha256(p.read_bytes()).hexdigest() and data == p.read_bytes()
+    from_bytes, from_path = load_clip(str(p), AudioSpec(), data), load_clip(str(p), AudioSpec())
+    np.testing.assert_array_equal(from_bytes[0], from_path[0])
+    assert from_bytes[1] == from_path[1]
+    with pytest.raises(Rejected, match="empty"):
+        load_clip(str(p), AudioSpec(), b"")
+    monkeypatch.setattr(pre, "READ_ONCE_BYTES", 1000)  # larger files: hashed in blocks, not kept in memory
+    assert pre.read_and_hash(str(p)) == (digest, None)

@@ -216,7 +216,7 @@ def test_files_touched_or_copied_again_with_the_same_bytes_are_not_decoded_again
 
     decoded = []
     real = preprocess.load_clip
-    monkeypatch.setattr(preprocess, "load_clip", lambda path, s: decoded.append(os.path.basename(path)) or real(path, s))
+    monkeypatch.setattr(preprocess, "load_clip", lambda path, s, data=None: decoded.append(os.path.basename(path)) or real(path, s, data))
     again = preprocess.preprocess_batch(url, str(audio), 0, store.n_clips, spec)
     assert (again["stored"], again["rejected"], again["unchanged"]) == (1, 0, 6)
     assert decoded == [edited]
