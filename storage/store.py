@@ -423,7 +423,7 @@ class Store:
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Rows ``[start, stop)`` of an array; a corrupt chunk raises :class:`StoreError` naming it.
 
-        For the data arrays (image, blocks, codes) the rows of stored clips are checked:
+        For the data arrays (blocks, codes) the rows of stored clips are checked:
         a missing chunk reads as NaN and is reported, never returned as data.
         """
         arr = self._array(name)
