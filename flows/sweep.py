@@ -30,7 +30,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, SettingsContext
 
 from flows.config import Config, ConfigError, load_config, read_toml
 from flows.pipeline import feature_fingerprint, model_stages, preprocess_stage, resolve_config
@@ -125,15 +125,18 @@ def sweep(input_dir: str, grid: dict, out: str, labels: str | None = None, label
 
     address = FlowRunContext.get().task_runner.client.scheduler.address
     runner = DaskTaskRunner(address=address)
+    settings = SettingsContext.get()  # a thread starts with an empty context: without this, Prefect's import-time
+    # settings, so an API URL set in code (temporary_settings) was lost and experiments went to a temporary server
 
     def run_one(i: int):
         point, cfg = points[i], configs[i]
         name = _name(i, point)
         t = time.perf_counter()
         try:
-            metrics = experiment.with_options(task_runner=runner)(
-                name=name, store=stores[feature_fingerprint(input_dir, cfg)], out=str(out_dir / "runs" / name), config=cfg
-            )
+            with SettingsContext(profile=settings.profile, settings=settings.settings):
+                metrics = experiment.with_options(task_runner=runner)(
+                    name=name, store=stores[feature_fingerprint(input_dir, cfg)], out=str(out_dir / "runs" / name), config=cfg
+                )
             return _row(i, name, point, metrics, None, time.perf_counter() - t)
         except Exception as exc:  # one failed point does not stop the sweep
             logger.warning("experiment %s failed: %s", name, exc)

@@ -1,6 +1,7 @@
 """The sweep flow end to end on a small grid: table rows, Parquet, figures, HTML report; failures recorded."""
 
 import csv
+from datetime import datetime, timezone
 
 import pytest
 
@@ -23,6 +24,7 @@ def test_small_grid_end_to_end(prefect_api, small_corpus, tmp_path):
     )
     spec = load_grid(grid_file)
     out = tmp_path / "sweep"
+    started = datetime.now(timezone.utc)
     rows = run_on_dask(sweep, load_config("fast", n_workers=2, dashboard_address="127.0.0.1:0"),
                        input_dir=str(audio), grid=spec, out=str(out), labels=str(labels))
     assert len(rows) == 8
@@ -50,6 +52,23 @@ def test_small_grid_end_to_end(prefect_api, small_corpus, tmp_path):
     assert html.count("data:image/png;base64,") == len(figures) and "e000-" in html
     # two spectrogram kinds: two stores, each preprocessed once
     assert len(list((out / "stores").glob("*.zarr"))) == 2
+    # every experiment ran against this session's API (they run in threads, which once lost an API URL
+    # set in code and went to a temporary server of their own)
+    states = sorted(r.state.name for r in _experiment_runs(started))
+    assert states == ["Completed"] * 4 + ["Failed"] * 4, states
+
+
+def _experiment_runs(after: datetime) -> list:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["audioclust-experiment"])))
+
+    return [r for r in asyncio.run(read()) if r.created and r.created >= after]
 
 
 def test_a_bad_grid_fails_before_any_work(tmp_path):
