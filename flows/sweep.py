@@ -125,8 +125,9 @@ def sweep(input_dir: str, grid: dict, out: str, labels: str | None = None, label
 
     address = FlowRunContext.get().task_runner.client.scheduler.address
     runner = DaskTaskRunner(address=address)
-    settings = SettingsContext.get()  # a thread starts with an empty context: without this, Prefect's import-time
-    # settings, so an API URL set in code (temporary_settings) was lost and experiments went to a temporary server
+    # A thread starts with an empty context, so Prefect there falls back to its import-time settings:
+    # an API URL set in code (temporary_settings) was lost and experiments went to a temporary server.
+    settings = SettingsContext.get()
 
     def run_one(i: int):
         point, cfg = points[i], configs[i]
