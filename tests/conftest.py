@@ -4,6 +4,24 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Without `.ci/run`'s server, the session's own (`prefect_server`) gets its address now, before
+# anything imports Prefect: Prefect's import-time settings, which its service threads (the API
+# log worker) use whatever the test has set, then name it, and no temporary server is started
+# for them. The server itself starts only when a test first needs it, so unit tests pay nothing.
+_OWN_SERVER_PORT = None
+if not os.environ.get("PREFECT_API_URL"):
+    _OWN_SERVER_PORT = _free_port()
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_OWN_SERVER_PORT}/api"
+
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -25,50 +43,44 @@ def prefect_api(prefect_server):
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
-    """A real `prefect server start` (schedules, deployments, workers): `.ci/run`'s, or one started here."""
+    """A real `prefect server start` (schedules, deployments, workers): `.ci/run`'s, or one started
+    here on the address set above (the whole process, its worker processes and subprocesses
+    already report there)."""
     import subprocess
     import sys
     import time
 
     import httpx
 
-    if os.environ.get("PREFECT_API_URL"):
-        yield os.environ["PREFECT_API_URL"]
+    url = os.environ["PREFECT_API_URL"]
+    if _OWN_SERVER_PORT is None:
+        yield url
         return
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     home = tmp_path_factory.mktemp("prefect-server-home")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
     exe = Path(sys.executable).with_name("prefect")
-    proc = subprocess.Popen([str(exe), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+    proc = subprocess.Popen([str(exe), "server", "start", "--host", "127.0.0.1", "--port", str(_OWN_SERVER_PORT)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
     for _ in range(600):
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode} (port {_OWN_SERVER_PORT} taken?)")
         time.sleep(0.2)
     else:
         proc.kill()
         raise RuntimeError("prefect server did not start")
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    os.environ["PREFECT_API_URL"] = url  # as `.ci/run` exports it: worker processes and subprocesses see it too
     try:
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+        yield url
         from prefect.logging.handlers import APILogWorker
 
         APILogWorker.drain_all(timeout=10)  # the session's last logs reach the server before it stops
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
-    proc.terminate()
-    proc.wait(timeout=30)
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
