@@ -83,19 +83,19 @@ def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
 
     if size == 0:
         raise Rejected("empty file (0 bytes)")
-    try:
-        rate = int(sf.info(source).samplerate)
+    try:  # one open for the header and the samples (what librosa.load(sr=None, mono=False) does, less a second parse)
+        fh = sf.SoundFile(source)
     except Exception as exc:
         raise Rejected(f"undecodable: {_short(exc)}") from exc
-    if rate < spec.min_sample_rate:
-        raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
-    if hasattr(source, "seek"):
-        source.seek(0)
-    window = spec.duration + 1.0 if spec.trim_db > 0 else spec.duration  # room for leading silence
-    try:  # native rate and channels first, so the samples can be checked before mixing and resampling
-        y, rate = librosa.load(source, sr=None, mono=False, duration=window)
-    except Exception as exc:
-        raise Rejected(f"undecodable: {_short(exc)}") from exc
+    with fh:
+        rate = int(fh.samplerate)
+        if rate < spec.min_sample_rate:
+            raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
+        window = spec.duration + 1.0 if spec.trim_db > 0 else spec.duration  # room for leading silence
+        try:  # native rate and channels first, so the samples can be checked before mixing and resampling
+            y = fh.read(frames=int(window * rate), dtype="float32", always_2d=False).T
+        except Exception as exc:
+            raise Rejected(f"undecodable: {_short(exc)}") from exc
     if y.size == 0:
         raise Rejected("no audio samples decoded")
     if not np.all(np.isfinite(y)):
@@ -150,11 +150,12 @@ def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
     hop = spec.hop_length
     if spec.time_normalize:  # at least two analysis frames per image column, then resampled in time
         hop = int(np.clip(len(y) // (2 * spec.frames), 32, 512))
-    if spec.kind == "mel":  # librosa.feature.melspectrogram, with the filterbank built once per process
-        power = mel_basis(spec.sample_rate, spec.n_fft, spec.freq) @ (np.abs(librosa.stft(y, n_fft=spec.n_fft, hop_length=hop)) ** 2)
+    if spec.kind == "mel":  # librosa.feature.melspectrogram, with the filterbank and window built once per process
+        stft = librosa.stft(y, n_fft=spec.n_fft, hop_length=hop, window=hann(spec.n_fft))
+        power = mel_basis(spec.sample_rate, spec.n_fft, spec.freq) @ (np.abs(stft) ** 2)
     elif spec.kind in ("log", "linear"):
         n_fft = 2 * (spec.freq - 1)  # exactly `freq` bins
-        power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
+        power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, window=hann(n_fft))) ** 2
     else:
         raise ValueError(f"unknown spectrogram kind {spec.kind!r} (mel, log or linear)")
     if spec.time_normalize:
@@ -175,6 +176,16 @@ def mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     import librosa
 
     return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+
+
+@lru_cache(maxsize=8)
+def hann(n_fft: int) -> np.ndarray:
+    """The periodic Hann window ``librosa.stft`` builds for every call (read-only: shared)."""
+    import librosa
+
+    w = librosa.filters.get_window("hann", n_fft, fftbins=True)
+    w.flags.writeable = False
+    return w
 
 
 def stretch(x: np.ndarray, frames: int) -> np.ndarray:

@@ -86,6 +86,27 @@ def test_non_finite_samples_are_rejected(tmp_path):
         load_clip(str(p), AudioSpec())
 
 
+@pytest.mark.parametrize("name, sr, channels", [("stereo.wav", 44100, 2), ("mono.flac", 16000, 1), ("mono.ogg", 22050, 1)])
+def test_decoding_and_the_image_equal_the_plain_librosa_calls(tmp_path, name, sr, channels):
+    """One open per file (header and samples) and the cached window and filterbank are exact
+    rewrites of librosa.load + to_mono + resample and of melspectrogram + power_to_db."""
+    import librosa
+    import soundfile as sf
+
+    spec = AudioSpec(freq=64, frames=128, n_fft=1024)
+    y = np.stack([clip(7.0, sr, f) for f in ("harmonic", "noise_bursts")[:channels]], axis=1)
+    p = tmp_path / name
+    sf.write(p, y, sr)
+    ref, _ = librosa.load(p, sr=None, mono=False, duration=spec.duration)
+    ref = librosa.resample(librosa.to_mono(ref), orig_sr=sr, target_sr=spec.sample_rate)
+    out, seconds = load_clip(str(p), spec)
+    assert seconds == spec.duration
+    np.testing.assert_array_equal(out, librosa.util.fix_length(ref, size=spec.n_samples))
+    power = librosa.feature.melspectrogram(y=out, sr=spec.sample_rate, n_fft=1024, hop_length=spec.hop_length, n_mels=64)
+    db = librosa.power_to_db(librosa.util.fix_length(power, size=128, axis=1), ref=np.max, top_db=80.0)
+    np.testing.assert_allclose(spectrogram(out, spec), np.clip((db + 80.0) / 80.0, 0, 1), atol=1e-5)
+
+
 def test_mel_image_equals_librosa_melspectrogram_and_stretch_equals_interp():
     """The cached filterbank and the vectorized time stretch are exact rewrites of the plain librosa/numpy calls."""
     import librosa
