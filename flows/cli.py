@@ -1,4 +1,4 @@
-"""``audioclust``: cluster a folder of audio clips with a convolutional network and K-Means (or IDEC)."""
+"""audioclust: cluster a folder of audio clips with a convolutional network and K-Means (a consensus of K-Means runs by default, or IDEC)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ ConfigOpt = typer.Option(None, "--config", help="TOML file of config fields (ove
 KOpt = typer.Option(None, "--k", help="Number of clusters \\[default: 20].")
 EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")
 FeaturesOpt = typer.Option(None, "--features", help="network (the trained encoder's codes) or mfcc-stats (handcrafted baseline: MFCC and log-Mel mean/std, no network).")
-ClusterOpt = typer.Option(None, "--cluster", help="kmeans; consensus: of 100 K-Means runs on random sub-spaces (the default preset's); or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")
+ClusterOpt = typer.Option(None, "--cluster", help="kmeans (the seed and fast presets'); consensus: of 100 K-Means runs on random PCA sub-spaces (the default preset's; with seed or fast also set pca, e.g. AUDIOCLUST_PCA=auto); or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed for training and K-Means \\[default: 0].")
 WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes \\[default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
@@ -227,9 +227,9 @@ def preprocess(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the synthetic corpus and the run go."),
     per_family: int = typer.Option(12, "--per-family", help="Clips per sound family (8 families)."),
-    preset: str = typer.Option("fast", "--preset", help="Preset for the demo run (seed takes hours on a CPU)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Preset for the demo run (seed takes hours on a CPU) \\[default: fast]."),
     config: Optional[Path] = ConfigOpt,
-    epochs: Optional[int] = EpochsOpt,
+    epochs: Optional[str] = EpochsOpt,
     n_workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Synthesize a labelled corpus of 8 sound families and cluster it (k = 8), printing NMI."""
@@ -241,7 +241,7 @@ def demo(
     audio, labels = make_corpus(out / "corpus", per_family=per_family)
     _run_pipeline(
         str(audio), str(labels), out / "run", None, "label",
-        preset=preset, file=config, k=len(FAMILIES), epochs=epochs, n_workers=n_workers,
+        preset=preset, fallback="fast", file=config, k=len(FAMILIES), epochs=epochs, n_workers=n_workers,
     )
 
 
@@ -289,23 +289,42 @@ def serve(
     labels: Optional[str] = LabelsOpt,
     out: str = typer.Option("runs/served", "--out", help="Run folder."),
     store: Optional[str] = typer.Option(None, "--store", help="Zarr store \\[default: OUT/store.zarr]."),
+    label_column: str = LabelColumnOpt,
     preset: str = typer.Option("default", "--preset", help="seed, default or fast."),
+    config: Optional[Path] = ConfigOpt,
+    k: Optional[int] = KOpt,
     cron: Optional[str] = typer.Option(None, "--cron", help="Run on this cron schedule (UTC), e.g. '0 2 * * *'."),
     watch: Optional[int] = typer.Option(None, "--watch", help="Every N seconds, run only if INPUT has new, changed or removed files."),
 ) -> None:
-    """Serve the pipeline on a schedule from this process (needs a Prefect server: PREFECT_API_URL)."""
-    from flows.config import load_config
+    """Serve the pipeline on a schedule from this process (needs a Prefect server: PREFECT_API_URL).
+
+    --config and --k become the runs' overrides, read now; AUDIOCLUST_* variables are read by each run.
+    """
+    from flows.config import ConfigError, load_config, read_toml
 
     if (cron is None) == (watch is None):
         _fail("give exactly one of --cron or --watch SECONDS")
-    _checked_config(input_dir, None, "label", lambda: load_config(preset))  # labels are read by each run
+    if watch is not None and watch < 1:
+        _fail("--watch takes a number of seconds >= 1")
+    overrides: dict = {}
+    try:
+        if config is not None:
+            overrides = read_toml(config, "config file")
+            overrides = dict(overrides.get("audioclust", overrides))
+            overrides.pop("preset", None)  # the runs' preset is --preset
+    except ConfigError as exc:
+        _fail(str(exc))
+    if k is not None:
+        overrides["k"] = k
+    _checked_config(input_dir, None, label_column, lambda: load_config(preset, **overrides))  # labels are read by each run
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
         _fail("serve needs a Prefect server: run `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api")
     from flows.deployments import cluster_corpus, corpus_name, watch_corpus
 
-    params = {"input_dir": input_dir, "labels": labels, "out": out, "store": store, "preset": preset}
+    params = {"input_dir": input_dir, "labels": labels, "out": out, "store": store, "preset": preset,
+              "overrides": overrides, "label_column": label_column}
     name = f"{corpus_name(input_dir)}-{'watch' if watch else 'scheduled'}"
     if watch:
         watch_corpus.serve(name=name, interval=watch, parameters=params, tags=["audioclust", "watch"])

@@ -260,7 +260,7 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
     "standardize": True,
     "pca": "auto",
     "whiten": True,
-    "cluster": "consensus",  # K-Means NMI esc10 0.585 / fsdd 0.386 -> 0.667 / 0.545 on the same networks
+    "cluster": "consensus",  # K-Means NMI esc10 0.614 / fsdd 0.386 -> 0.664 / 0.545 on the same networks (README)
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "seed": SEED,
@@ -306,15 +306,19 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
-def load_config(preset: str | None = None, file: str | Path | None = None, **overrides: Any) -> Config:
-    """Build the configuration: preset < TOML file < environment < ``overrides`` (None = unset)."""
+def load_config(preset: str | None = None, file: str | Path | None = None, fallback: str = "default", **overrides: Any) -> Config:
+    """Build the configuration: preset < TOML file < environment < ``overrides`` (None = unset).
+
+    The preset is the one named by the caller (a ``--preset`` flag, a deployment's or grid's
+    parameter), else by ``AUDIOCLUST_PRESET``, else by the file, else ``fallback``.
+    """
     env = _env_values()
     from_file: dict[str, Any] = {}
     if file is not None:
         from_file = read_toml(file, "config file")
         from_file = from_file.get("audioclust", from_file)
     cli = {k: v for k, v in overrides.items() if v is not None}
-    name = cli.get("preset") or env.get("preset") or from_file.get("preset") or preset or "default"
+    name = cli.get("preset") or preset or env.get("preset") or from_file.get("preset") or fallback
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
     data = {**PRESETS[name], **from_file, **env, **cli, "preset": name}

@@ -31,6 +31,19 @@ def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
     assert (c.k, c.epochs, c.batch_size) == (5, 7, 2)
 
 
+def test_the_preset_named_by_the_caller_wins_over_environment_and_file(tmp_path, monkeypatch):
+    f = tmp_path / "c.toml"
+    f.write_text('preset = "seed"\nk = 5\n')
+    assert load_config(None, file=f).preset == "seed"
+    assert load_config("fast", file=f).preset == "fast" and load_config("fast", file=f).k == 5  # file fields still apply
+    monkeypatch.setenv("AUDIOCLUST_PRESET", "default")
+    assert load_config(None, file=f).preset == "default"  # environment over file
+    assert load_config("fast", file=f).preset == "fast"  # --preset over both
+    monkeypatch.delenv("AUDIOCLUST_PRESET")
+    assert load_config(None, fallback="fast").preset == "fast"  # demo: fast unless named anywhere
+    assert load_config(None).preset == "default"
+
+
 def test_bad_configuration_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="unknown preset"):
         load_config("nope")
@@ -72,9 +85,14 @@ runner = CliRunner()
         (["run", ".", "--cluster", "dbscan"], "cluster"),
         (["run", ".", "--preset", "fast", "--epochs", "auto"], "epochs 'auto' is for the contrastive objective"),
         (["assign", "/does/not/exist", "--model", "."], "input folder not found"),
+        (["serve", ".", "--watch", "0"], "--watch takes a number of seconds >= 1"),
+        (["serve", ".", "--cron", "0 2 * * *", "--watch", "60"], "exactly one of --cron or --watch"),
+        (["serve", ".", "--watch", "60", "--config", "/no/c.toml"], "config file not found"),
+        (["serve", ".", "--watch", "60", "--k", "1"], "k >= 2"),
     ],
 )
 def test_cli_errors_are_one_line(args, message):
+    """A wrong option or path: exit 2, one line, no traceback."""
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert message in result.output
@@ -82,7 +100,16 @@ def test_cli_errors_are_one_line(args, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"], ["preprocess", "--help"], ["assign", "--help"]])
+def test_cli_preset_beats_the_config_file(tmp_path):
+    """--preset fast with a file naming `default`: fast's rules apply (epochs 'auto' is refused)."""
+    f = tmp_path / "c.toml"
+    f.write_text('preset = "default"\n')
+    result = runner.invoke(app, ["run", ".", "--config", str(f), "--preset", "fast", "--epochs", "auto"])
+    assert result.exit_code == 2 and "epochs 'auto' is for the contrastive objective" in result.output
+
+
+@pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"], ["preprocess", "--help"], ["assign", "--help"],
+                                 ["serve", "--help"], ["sweep", "--help"], ["verify", "--help"]])
 def test_help(cmd):
     result = runner.invoke(app, cmd)
     assert result.exit_code == 0 and "Usage" in result.output
