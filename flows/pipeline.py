@@ -1,7 +1,8 @@
 """The whole pipeline as one Prefect flow: preprocess -> train -> encode -> cluster and report.
 
-Fan-out stages (preprocess, encode) run one task per store chunk on the flow's Dask
-task runner; training and clustering run in the flow process. Call through
+Fan-out stages run on the flow's Dask task runner: preprocessing one task per run of
+consecutive store chunks (about ``clips_per_task`` clips, see :func:`task_ranges`), encoding one
+task per block chunk; training and clustering run in the flow process. Call through
 :func:`flows.runtime.run_on_dask` (the CLI does) so tasks run on Dask and report to one API.
 """
 

@@ -25,6 +25,8 @@ outside weights.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import asdict
 from functools import lru_cache
@@ -145,10 +147,72 @@ def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     return BlockStream(store, ok, shuffle=False).read_all()
 
 
+class Checkpoint:
+    """The training state after an epoch, in ``run_dir/checkpoint``: network weights (the
+    projector's, which hold the trunk's), Adam's slots, the augmentation generator's state and
+    the loss history, so a resumed run continues exactly where the killed one stopped.
+
+    Arrays go to files named by their epoch; ``state.json``, replaced atomically, names the
+    epoch whose files are complete, and older files are removed only after it moved on.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def save(self, epoch: int, projector, opt, rng: np.random.Generator, history: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tag = f"{epoch:05d}"
+        np.savez(self.folder / f"weights-{tag}.npz", *projector.get_weights())
+        np.savez(self.folder / f"optimizer-{tag}.npz", *[np.asarray(v) for v in opt.variables])
+        state = {"fingerprint": self.fingerprint, "epoch": epoch, "rng": rng.bit_generator.state, "history": history}
+        (self.folder / "state.tmp.json").write_text(json.dumps(state))
+        os.replace(self.folder / "state.tmp.json", self.folder / "state.json")
+        for old in self.folder.glob("*.npz"):
+            if not old.stem.endswith(tag):
+                old.unlink(missing_ok=True)
+
+    def restore(self, projector, opt, rng: np.random.Generator) -> tuple[int, dict] | None:
+        """``(epochs done, history)`` after loading a matching checkpoint into the arguments; None if none."""
+        try:
+            state = json.loads((self.folder / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        tag = f"{state.get('epoch', -1):05d}"
+        files = [self.folder / f"{kind}-{tag}.npz" for kind in ("weights", "optimizer")]
+        if state.get("fingerprint") != self.fingerprint or not all(f.is_file() for f in files):
+            return None
+        with np.load(files[0], allow_pickle=False) as z:
+            projector.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+        opt.build(projector.trainable_variables)
+        with np.load(files[1], allow_pickle=False) as z:
+            if len(z.files) != len(opt.variables):
+                return None
+            for i, v in enumerate(opt.variables):
+                v.assign(z[f"arr_{i}"])
+        rng.bit_generator.state = state["rng"]
+        return state["epoch"] + 1, state["history"]
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def train_contrastive(
-    store_url: str, run_dir: str, filters, train, log: Callable[[str], None] = print, input_norm: str = "band"
+    store_url: str,
+    run_dir: str,
+    filters,
+    train,
+    log: Callable[[str], None] = print,
+    input_norm: str = "band",
+    on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> dict:
-    """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``."""
+    """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``.
+
+    The state after every epoch is kept in ``run_dir/checkpoint`` (:class:`Checkpoint`, about
+    1 MB): a retry, or the next run after a killed one, resumes from the last finished epoch
+    when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
+    checkpoint is written.
+    """
+    from tasks.caching import digest
     from tasks.train import configure_tensorflow
 
     device = configure_tensorflow(train.threads, train.seed)
@@ -193,16 +257,25 @@ def train_contrastive(
     bs = min(train.batch_size, n)
     log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs, on {device}")
     history: dict[str, list[float]] = {"loss": []}
+    checkpoint = Checkpoint(out / "checkpoint", digest(store_url, n, tuple(filters), input_norm, epochs, train)[:16])
+    resumed = checkpoint.restore(projector, opt, rng)
+    first = 0
+    if resumed:
+        first, history = resumed
+        log(f"resuming from the checkpoint after epoch {first}")
     t0 = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         order = rng.permutation(n)
         losses = []
         for i in range(0, n - bs + 1, bs):
             batch = xs[order[i : i + bs]]
             losses.append(float(step(augment(batch, xs, width, rng), augment(batch, xs, width, rng))))
         history["loss"].append(float(np.mean(losses)))
-        if epoch == 0 or (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+        checkpoint.save(epoch, projector, opt, rng, history)
+        if epoch == first or (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
             log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history["loss"][-1])
     seconds = time.perf_counter() - t0
 
     encoder = build_encoder((h, t, c), trunk, stats)
@@ -214,7 +287,7 @@ def train_contrastive(
         "history": str(out / "history.json"),
         "objective": "contrastive",
         "epochs": epochs,
-        "resumed_from_epoch": None,
+        "resumed_from_epoch": first if resumed else None,
         "final_loss": history["loss"][-1],
         "train_seconds": round(seconds, 1),
         "device": device,
@@ -224,4 +297,5 @@ def train_contrastive(
         "train": asdict(train),
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))
+    checkpoint.clear()  # finished: a new run starts fresh
     return summary

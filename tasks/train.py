@@ -302,7 +302,7 @@ def train_model(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec
 
 @task(name="train-model", task_run_name="train-model", cache_key_fn=train_key, persist_result=True, retries=1, retry_delay_seconds=5)
 def train_task(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec) -> dict:
-    """Train in the flow process; a retry of the autoencoder resumes from the last epoch's checkpoint.
+    """Train in the flow process; a retry (or the next run after a killed one) resumes from the last epoch's checkpoint.
 
     Cached on the stored blocks' content, the model and training settings and the code.
     """

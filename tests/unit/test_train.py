@@ -140,3 +140,46 @@ def test_single_threaded_contrastive_training_is_repeatable(tiny_store, tmp_path
     blocks = Store.open(tiny_store).blocks(0, 24)
     codes = [encode_blocks(load_encoder(str(tmp_path / r / "encoder.keras")), blocks) for r in "ab"]
     np.testing.assert_array_equal(codes[0], codes[1])
+
+
+def test_interrupted_contrastive_training_resumes_exactly_where_it_stopped(tiny_store, tmp_path):
+    """Killed after its 2nd of 4 epochs, a re-run resumes from the checkpoint and ends with the
+    network an uninterrupted run trains, bit for bit (one thread; in a fresh process, as above)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from storage import Store\n"
+        "from tasks.contrastive import train_contrastive\n"
+        "from tasks.encode import load_encoder\n"
+        "from tasks.train import TrainSpec\n"
+        "store, run, straight = sys.argv[1:]\n"
+        "spec = TrainSpec(epochs=4, batch_size=8, seed=5, threads=1)\n"
+        "class Killed(Exception): pass\n"
+        "def kill_after_second(epoch, loss):\n"
+        "    if epoch == 1: raise Killed()\n"
+        "try:\n"
+        "    train_contrastive(store, run, (4, 8), spec, lambda m: None, 'clip', on_epoch_end=kill_after_second)\n"
+        "except Killed:\n"
+        "    print('state', json.load(open(run + '/checkpoint/state.json'))['epoch'])\n"
+        "logs = []\n"
+        "a = train_contrastive(store, run, (4, 8), spec, logs.append, 'clip')\n"
+        "b = train_contrastive(store, straight, (4, 8), spec, lambda m: None, 'clip')\n"
+        "blocks = Store.open(store).blocks(0, 24)\n"
+        "same = np.array_equal(load_encoder(a['encoder']).predict(blocks, verbose=0), load_encoder(b['encoder']).predict(blocks, verbose=0))\n"
+        "print(json.dumps({'a': a['resumed_from_epoch'], 'b': b['resumed_from_epoch'], 'logs': logs, 'same': bool(same)}))\n"
+    )
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    done = subprocess.run([sys.executable, "-c", script, tiny_store, str(run), str(straight)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert "state 1" in lines
+    out = json.loads(lines[-1])
+    assert out["a"] == 2 and out["b"] is None
+    assert any("resuming from the checkpoint after epoch 2" in m for m in out["logs"])
+    history = json.loads((run / "history.json").read_text())["loss"]
+    assert history == json.loads((straight / "history.json").read_text())["loss"] and len(history) == 4
+    assert out["same"]  # the same network as never stopping
+    assert not (run / "checkpoint").exists()  # cleared once finished
