@@ -147,26 +147,27 @@ def run(
     )
 
 
+LOCAL_ASSIGN_MAX = 1024  # more files than this go to Dask (a Prefect flow) unless --local
+
+
 @app.command()
 def assign(
     input_dir: str = InputArg,
     model: Path = typer.Option(..., "--model", help="A finished run folder (the --out of `audioclust run`)."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (file, cluster, reason) \\[default: print to the terminal]."),
+    local: Optional[bool] = typer.Option(None, "--local/--dask", help=f"In this process, with a progress bar, or as a Prefect flow fanning batches of 256 files out on Dask \\[default: local up to {LOCAL_ASSIGN_MAX} files; --n-workers or --dask-address mean --dask]."),
+    n_workers: Optional[int] = WorkersOpt,
+    dask_address: Optional[str] = AddressOpt,
 ) -> None:
     """Put the clips under INPUT into the clusters of a finished run, without retraining.
 
     Each clip is processed exactly as the run's clips were (audio settings, encoder, feature transform,
     centroids). Files that cannot be used get cluster -1 and the reason.
     """
-    from flows.corpus import InputError, check_root, join, scan
+    from flows.config import load_config
+    from flows.corpus import join, scan
 
-    try:
-        check_root(input_dir)
-    except InputError as exc:
-        _fail(str(exc))
-    _quiet_libraries()
-    from rich.progress import Progress
-
+    config = _checked_config(input_dir, None, "label", lambda: load_config(n_workers=n_workers, dask_address=dask_address))
     from tasks.assign import RunError, assign as assign_files, load_run
 
     try:
@@ -174,10 +175,19 @@ def assign(
     except RunError as exc:
         _fail(str(exc))
     entries = list(scan(input_dir))
-    with Progress(console=err, transient=True) as bar:
-        job = bar.add_task("assigning", total=len(entries))
-        rows = assign_files(((e.path, join(input_dir, e.path)) for e in entries), model,
-                            progress=lambda n: bar.advance(job, n))
+    if local is None:
+        local = len(entries) <= LOCAL_ASSIGN_MAX and n_workers is None and dask_address is None
+    if local:
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True) as bar:
+            job = bar.add_task("assigning", total=len(entries))
+            rows = assign_files(((e.path, join(input_dir, e.path)) for e in entries), model,
+                                progress=lambda n: bar.advance(job, n))
+    else:
+        from flows.assign import assign_flow
+
+        rows = _run_flow(assign_flow, config, input_dir=input_dir, model=str(model))
     if out:
         import csv
 

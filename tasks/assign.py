@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from storage import Geometry
 from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks
@@ -84,3 +86,20 @@ def assign(
             flush()
     flush()
     return rows
+
+
+@task(
+    name="assign-batch",
+    task_run_name="assign-files-{start}-{stop}",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_jitter_factor=0.5,
+    cache_policy=NO_CACHE,  # new files each time: nothing to reuse
+)
+def assign_task(files: list[tuple[str, str]], run_dir: str, start: int, stop: int) -> dict:
+    """Files ``start`` to ``stop`` of the listing (``(name, path)`` pairs) into the run's clusters, on a Dask
+    worker (the encoder is loaded once per worker); returns ``{"start", "rows"}``."""
+    rows = assign(files, run_dir)
+    rejected = sum(r["cluster"] < 0 for r in rows)
+    get_run_logger().info("files %d-%d: %d assigned, %d rejected", start, stop, len(rows) - rejected, rejected)
+    return {"start": start, "rows": rows}

@@ -99,6 +99,13 @@ def test_assign_puts_new_clips_into_the_run_clusters(kmeans_run, separated, tmp_
         clustered = {r["file"]: r["cluster"] for r in csv.DictReader(fh)}
     same = np.mean([rows[n]["cluster"] == clustered[n] for n in names])
     assert same == 1.0  # a clip of the corpus lands where the run put it
+    # the same, as a Prefect flow fanning batches out over 2 Dask workers
+    fanned = tmp_path / "fanned.csv"
+    done = subprocess.run([str(exe), "assign", str(new), "--model", str(out), "--out", str(fanned), "--n-workers", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "audioclust-assign" in done.stdout + done.stderr  # it ran as a flow
+    assert fanned.read_text() == target.read_text()
     bad = subprocess.run([str(exe), "assign", str(new), "--model", str(tmp_path)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "COLUMNS": "250"})
     assert bad.returncode == 2 and "not a finished audioclust run" in bad.stderr and "Traceback" not in bad.stderr
