@@ -300,7 +300,7 @@ def serve(
     out: str = typer.Option("runs/served", "--out", help="Run folder."),
     store: Optional[str] = typer.Option(None, "--store", help="Zarr store \\[default: OUT/store.zarr]."),
     label_column: str = LabelColumnOpt,
-    preset: str = typer.Option("default", "--preset", help="seed, default or fast."),
+    preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     k: Optional[int] = KOpt,
     cron: Optional[str] = typer.Option(None, "--cron", help="Run on this cron schedule (UTC), e.g. '0 2 * * *'."),
@@ -321,7 +321,8 @@ def serve(
         if config is not None:
             overrides = read_toml(config, "config file")
             overrides = dict(overrides.get("audioclust", overrides))
-            overrides.pop("preset", None)  # the runs' preset is --preset
+        preset = preset or overrides.pop("preset", None) or os.environ.get("AUDIOCLUST_PRESET") or "default"  # as load_config ranks them
+        overrides.pop("preset", None)
     except ConfigError as exc:
         _fail(str(exc))
     if k is not None:

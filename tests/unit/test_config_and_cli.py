@@ -108,6 +108,14 @@ def test_cli_preset_beats_the_config_file(tmp_path):
     assert result.exit_code == 2 and "epochs 'auto' is for the contrastive objective" in result.output
 
 
+def test_serve_takes_the_preset_from_its_config_file_unless_named(tmp_path):
+    """serve --config with `preset = "fast"`: fast's rules apply to the served runs (epochs 'auto' refused)."""
+    f = tmp_path / "c.toml"
+    f.write_text('preset = "fast"\nepochs = "auto"\n')
+    result = runner.invoke(app, ["serve", ".", "--watch", "60", "--config", str(f)])
+    assert result.exit_code == 2 and "epochs 'auto' is for the contrastive objective" in result.output
+
+
 @pytest.mark.parametrize("cmd", [["--help"], ["run", "--help"], ["demo", "--help"], ["preprocess", "--help"], ["assign", "--help"],
                                  ["serve", "--help"], ["sweep", "--help"], ["verify", "--help"]])
 def test_help(cmd):
