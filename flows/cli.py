@@ -321,7 +321,7 @@ def serve(
         if config is not None:
             overrides = read_toml(config, "config file")
             overrides = dict(overrides.get("audioclust", overrides))
-        preset = preset or overrides.pop("preset", None) or os.environ.get("AUDIOCLUST_PRESET") or "default"  # as load_config ranks them
+        preset = preset or os.environ.get("AUDIOCLUST_PRESET") or overrides.get("preset") or "default"  # load_config's ranking
         overrides.pop("preset", None)
     except ConfigError as exc:
         _fail(str(exc))
