@@ -167,6 +167,8 @@ def assign(
     from flows.config import load_config
     from flows.corpus import join, scan
 
+    if local and (n_workers is not None or dask_address is not None):
+        _fail("--local runs in this process: drop --n-workers/--dask-address, or use --dask")
     config = _checked_config(input_dir, None, "label", lambda: load_config(n_workers=n_workers, dask_address=dask_address))
     from tasks.assign import RunError, assign as assign_files, load_run
 
@@ -187,7 +189,11 @@ def assign(
     else:
         from flows.assign import assign_flow
 
-        rows = _run_flow(assign_flow, config, input_dir=input_dir, model=str(model))
+        from flows.corpus import is_url
+
+        # absolute paths: the workers of a --dask-address cluster may run in another directory
+        root = input_dir if is_url(input_dir) else str(Path(input_dir).resolve())
+        rows = _run_flow(assign_flow, config, input_dir=root, model=str(model.resolve()))
     if out:
         import csv
 
@@ -276,7 +282,7 @@ def sweep(
         spec.update(load_grid(grid))
         if k is not None:
             spec["overrides"]["k"] = k
-        return load_config(spec["preset"], **spec["overrides"], n_workers=n_workers, dask_address=dask_address)
+        return load_config(spec["preset"], fallback="fast", **spec["overrides"], n_workers=n_workers, dask_address=dask_address)
 
     base = _checked_config(input_dir, labels, label_column, build)
     from flows.runtime import run_on_dask
@@ -308,9 +314,10 @@ def serve(
 ) -> None:
     """Serve the pipeline on a schedule from this process (needs a Prefect server: PREFECT_API_URL).
 
-    --config and --k become the runs' overrides, read now; AUDIOCLUST_* variables are read by each run.
+    --config and --k become the runs' overrides, read now (a field set by an AUDIOCLUST_* variable
+    keeps the variable's value: environment over file, as for `run`).
     """
-    from flows.config import ConfigError, load_config, read_toml
+    from flows.config import ConfigError, _env_values, load_config, read_toml
 
     if (cron is None) == (watch is None):
         _fail("give exactly one of --cron or --watch SECONDS")
@@ -321,8 +328,9 @@ def serve(
         if config is not None:
             overrides = read_toml(config, "config file")
             overrides = dict(overrides.get("audioclust", overrides))
-        preset = preset or os.environ.get("AUDIOCLUST_PRESET") or overrides.get("preset") or "default"  # load_config's ranking
-        overrides.pop("preset", None)
+        env = _env_values()
+        preset = preset or env.get("preset") or overrides.get("preset") or "default"  # load_config's ranking
+        overrides = {name: v for name, v in overrides.items() if name != "preset" and name not in env}
     except ConfigError as exc:
         _fail(str(exc))
     if k is not None:

@@ -48,7 +48,7 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     if not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"{path}: [grid] needs at least one field with a non-empty list of values")
     spec = {
-        "preset": sweep.get("preset", "fast"),
+        "preset": sweep.get("preset"),  # None: AUDIOCLUST_PRESET, else fast (point_config)
         "seeds": list(sweep.get("seeds", [0])),
         "max_concurrent": int(sweep.get("max_concurrent", 1)),
         "overrides": dict(sweep.get("overrides", {})),
@@ -69,7 +69,7 @@ def expand(spec: dict) -> list[dict]:
 
 
 def point_config(spec: dict, point: dict) -> Config:
-    return load_config(spec["preset"], **{**spec["overrides"], **point})
+    return load_config(spec["preset"], fallback="fast", **{**spec["overrides"], **point})
 
 
 def _name(i: int, point: dict) -> str:

@@ -171,29 +171,49 @@ class Checkpoint:
             if not old.stem.endswith(tag):
                 old.unlink(missing_ok=True)
 
-    def restore(self, projector, opt, rng: np.random.Generator) -> tuple[int, dict] | None:
-        """``(epochs done, history)`` after loading a matching checkpoint into the arguments; None if none."""
+    def restore(self, projector, opt, rng: np.random.Generator, log: Callable[[str], None] = print) -> tuple[int, dict] | None:
+        """``(epochs done, history)`` after loading a matching checkpoint into the arguments; None,
+        with nothing changed, when there is none or it does not fit (then training starts afresh)."""
         try:
             state = json.loads((self.folder / "state.json").read_text())
         except (OSError, ValueError):
             return None
-        tag = f"{state.get('epoch', -1):05d}"
-        files = [self.folder / f"{kind}-{tag}.npz" for kind in ("weights", "optimizer")]
-        if state.get("fingerprint") != self.fingerprint or not all(f.is_file() for f in files):
+        if state.get("fingerprint") != self.fingerprint:
             return None
-        with np.load(files[0], allow_pickle=False) as z:
-            projector.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
-        opt.build(projector.trainable_variables)
-        with np.load(files[1], allow_pickle=False) as z:
-            if len(z.files) != len(opt.variables):
-                return None
-            for i, v in enumerate(opt.variables):
-                v.assign(z[f"arr_{i}"])
-        rng.bit_generator.state = state["rng"]
+        tag = f"{state.get('epoch', -1):05d}"
+        opt.build(projector.trainable_variables)  # creates the slots only; Adam's first step builds them the same way
+        try:
+            weights, slots = (_load_arrays(self.folder / f"{kind}-{tag}.npz") for kind in ("weights", "optimizer"))
+            if not (_same_shapes(weights, projector.get_weights()) and _same_shapes(slots, [np.asarray(v) for v in opt.variables])):
+                raise ValueError("arrays of other shapes")
+            generator = np.random.default_rng()
+            generator.bit_generator.state = state["rng"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable or not this network's: start afresh
+            log(f"checkpoint in {self.folder} not used ({type(exc).__name__}: {exc}); training from the start")
+            return None
+        projector.set_weights(weights)
+        for v, a in zip(opt.variables, slots):
+            v.assign(a)
+        rng.bit_generator.state = generator.bit_generator.state
         return state["epoch"] + 1, state["history"]
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    """The arrays of an ``np.savez`` file; a truncated or corrupt one raises ValueError."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [z[f"arr_{i}"] for i in range(len(z.files))]
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path.name}: {exc}") from exc
+
+
+def _same_shapes(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
 
 
 def train_contrastive(
@@ -212,7 +232,7 @@ def train_contrastive(
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
     checkpoint is written.
     """
-    from tasks.caching import digest
+    from tasks.caching import code_version, digest, store_digest
     from tasks.train import configure_tensorflow
 
     device = configure_tensorflow(train.threads, train.seed)
@@ -257,8 +277,11 @@ def train_contrastive(
     bs = min(train.batch_size, n)
     log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs, on {device}")
     history: dict[str, list[float]] = {"loss": []}
-    checkpoint = Checkpoint(out / "checkpoint", digest(store_url, n, tuple(filters), input_norm, epochs, train)[:16])
-    resumed = checkpoint.restore(projector, opt, rng)
+    # what the run's result depends on, as the task's cache key: the stored clips' content, the
+    # image shape, the settings and the code
+    fingerprint = digest(code_version(), store_digest(store_url), (n, h, t, c), tuple(filters), input_norm, epochs, train)[:16]
+    checkpoint = Checkpoint(out / "checkpoint", fingerprint)
+    resumed = checkpoint.restore(projector, opt, rng, log)
     first = 0
     if resumed:
         first, history = resumed

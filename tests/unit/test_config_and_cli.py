@@ -85,6 +85,7 @@ runner = CliRunner()
         (["run", ".", "--cluster", "dbscan"], "cluster"),
         (["run", ".", "--preset", "fast", "--epochs", "auto"], "epochs 'auto' is for the contrastive objective"),
         (["assign", "/does/not/exist", "--model", "."], "input folder not found"),
+        (["assign", ".", "--model", ".", "--local", "--n-workers", "2"], "--local runs in this process"),
         (["serve", ".", "--watch", "0"], "--watch takes a number of seconds >= 1"),
         (["serve", ".", "--cron", "0 2 * * *", "--watch", "60"], "exactly one of --cron or --watch"),
         (["serve", ".", "--watch", "60", "--config", "/no/c.toml"], "config file not found"),

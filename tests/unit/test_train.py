@@ -183,3 +183,32 @@ def test_interrupted_contrastive_training_resumes_exactly_where_it_stopped(tiny_
     assert history == json.loads((straight / "history.json").read_text())["loss"] and len(history) == 4
     assert out["same"]  # the same network as never stopping
     assert not (run / "checkpoint").exists()  # cleared once finished
+
+
+def test_a_corrupt_or_foreign_contrastive_checkpoint_is_not_used(tiny_store, tmp_path):
+    """A truncated checkpoint file, or one from other data or settings, is passed over with a log
+    line and training starts from the first epoch (not a crash, not someone else's weights)."""
+    from tasks.contrastive import train_contrastive
+
+    spec = TrainSpec(epochs=2, batch_size=8, seed=5)
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, loss):
+        raise Killed()
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train_contrastive(tiny_store, str(run), (4, 8), spec, lambda m: None, "clip", on_epoch_end=kill)
+    weights = next((run / "checkpoint").glob("weights-*.npz"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a save cut short
+    logs = []
+    summary = train_contrastive(tiny_store, str(run), (4, 8), spec, logs.append, "clip")
+    assert summary["resumed_from_epoch"] is None and summary["epochs"] == 2
+    assert any("not used" in m for m in logs)
+
+    with pytest.raises(Killed):  # a checkpoint made with other settings: not even looked at
+        train_contrastive(tiny_store, str(run), (4, 8), spec, lambda m: None, "clip", on_epoch_end=kill)
+    other = train_contrastive(tiny_store, str(run), (4, 8), TrainSpec(epochs=2, batch_size=4, seed=5), logs.append, "clip")
+    assert other["resumed_from_epoch"] is None
