@@ -165,7 +165,7 @@ def assign(
     centroids). Files that cannot be used get cluster -1 and the reason.
     """
     from flows.config import load_config
-    from flows.corpus import join, scan
+    from flows.corpus import is_url, join, scan
 
     if local and (n_workers is not None or dask_address is not None):
         _fail("--local runs in this process: drop --n-workers/--dask-address, or use --dask")
@@ -188,8 +188,6 @@ def assign(
                                 progress=lambda n: bar.advance(job, n))
     else:
         from flows.assign import assign_flow
-
-        from flows.corpus import is_url
 
         # absolute paths: the workers of a --dask-address cluster may run in another directory
         root = input_dir if is_url(input_dir) else str(Path(input_dir).resolve())
@@ -317,7 +315,7 @@ def serve(
     --config and --k become the runs' overrides, read now (a field set by an AUDIOCLUST_* variable
     keeps the variable's value: environment over file, as for `run`).
     """
-    from flows.config import ConfigError, _env_values, load_config, read_toml
+    from flows.config import ConfigError, _env_values, config_file_fields, load_config
 
     if (cron is None) == (watch is None):
         _fail("give exactly one of --cron or --watch SECONDS")
@@ -326,8 +324,7 @@ def serve(
     overrides: dict = {}
     try:
         if config is not None:
-            overrides = read_toml(config, "config file")
-            overrides = dict(overrides.get("audioclust", overrides))
+            overrides = config_file_fields(config)
         env = _env_values()
         preset = preset or env.get("preset") or overrides.get("preset") or "default"  # load_config's ranking
         overrides = {name: v for name, v in overrides.items() if name != "preset" and name not in env}

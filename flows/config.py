@@ -306,6 +306,12 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
+def config_file_fields(path: str | Path) -> dict[str, Any]:
+    """The configuration fields of a TOML file: flat, or under ``[audioclust]``."""
+    data = read_toml(path, "config file")
+    return dict(data.get("audioclust", data))
+
+
 def load_config(preset: str | None = None, file: str | Path | None = None, fallback: str = "default", **overrides: Any) -> Config:
     """Build the configuration: preset < TOML file < environment < ``overrides`` (None = unset).
 
@@ -313,10 +319,7 @@ def load_config(preset: str | None = None, file: str | Path | None = None, fallb
     parameter), else by ``AUDIOCLUST_PRESET``, else by the file, else ``fallback``.
     """
     env = _env_values()
-    from_file: dict[str, Any] = {}
-    if file is not None:
-        from_file = read_toml(file, "config file")
-        from_file = from_file.get("audioclust", from_file)
+    from_file = config_file_fields(file) if file is not None else {}
     cli = {k: v for k, v in overrides.items() if v is not None}
     name = cli.get("preset") or preset or env.get("preset") or from_file.get("preset") or fallback
     if name not in PRESETS:

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from storage import Geometry
 from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks
+from tasks.caching import BATCH_RETRIES
 from tasks.cluster import Clusterer, clip_features, mfcc_stats
 
 
@@ -91,9 +92,7 @@ def assign(
 @task(
     name="assign-batch",
     task_run_name="assign-files-{start}-{stop}",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_jitter_factor=0.5,
+    **BATCH_RETRIES,
     cache_policy=NO_CACHE,  # new files each time: nothing to reuse
 )
 def assign_task(files: list[tuple[str, str]], run_dir: str, start: int, stop: int) -> dict:

@@ -20,6 +20,10 @@ from storage import Store
 
 _PACKAGES = ("tasks", "storage")
 
+# Batch tasks on Dask workers (preprocess, encode, assign) read files and the store: an I/O error
+# is retried twice, after 2 s and 10 s, with jitter so that workers do not retry in step.
+BATCH_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_jitter_factor": 0.5}
+
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
@@ -54,6 +58,12 @@ def store_digest(store_url: str) -> str:
 def file_digest(path: str) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:32]
+
+
+def checkpoint_fingerprint(store_url: str, *settings) -> str:
+    """What a training checkpoint must match to be resumed: the code, the stored clips' content
+    and the training settings (as :func:`train_key`, without the run folder it lives in)."""
+    return digest(code_version(), store_digest(store_url), *settings)[:16]
 
 
 def train_key(context, p: dict) -> str:

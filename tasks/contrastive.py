@@ -232,7 +232,7 @@ def train_contrastive(
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
     checkpoint is written.
     """
-    from tasks.caching import code_version, digest, store_digest
+    from tasks.caching import checkpoint_fingerprint
     from tasks.train import configure_tensorflow
 
     device = configure_tensorflow(train.threads, train.seed)
@@ -277,10 +277,7 @@ def train_contrastive(
     bs = min(train.batch_size, n)
     log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs, on {device}")
     history: dict[str, list[float]] = {"loss": []}
-    # what the run's result depends on, as the task's cache key: the stored clips' content, the
-    # image shape, the settings and the code
-    fingerprint = digest(code_version(), store_digest(store_url), (n, h, t, c), tuple(filters), input_norm, epochs, train)[:16]
-    checkpoint = Checkpoint(out / "checkpoint", fingerprint)
+    checkpoint = Checkpoint(out / "checkpoint", checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train))
     resumed = checkpoint.restore(projector, opt, rng, log)
     first = 0
     if resumed:

@@ -7,7 +7,7 @@ import os
 from prefect import get_run_logger, task
 
 from storage import Store
-from tasks.caching import encode_key
+from tasks.caching import BATCH_RETRIES, encode_key
 
 _ENCODERS: dict[tuple[str, float], object] = {}
 
@@ -47,9 +47,7 @@ def encode_range(store_url: str, encoder_path: str, start: int, stop: int, codes
 @task(
     name="encode-blocks",
     task_run_name="encode-blocks-{start}-{stop}",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_jitter_factor=0.5,
+    **BATCH_RETRIES,
     cache_key_fn=encode_key,  # the flow refreshes it when the chunk's codes are missing
     persist_result=True,
 )

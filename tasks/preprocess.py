@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from storage import Store
 from storage.store import HASH, OK, PENDING, REJECTED, file_hash, hasher
 from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks, warm_up
+from tasks.caching import BATCH_RETRIES
 
 
 def source_path(root: str, rel: str) -> str:
@@ -135,9 +136,7 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
 @task(
     name="preprocess-batch",
     task_run_name="preprocess-clips-{start}-{stop}",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_jitter_factor=0.5,
+    **BATCH_RETRIES,
     cache_policy=NO_CACHE,  # writes the store: never skipped; the manifest decides what is redone
 )
 def preprocess_batch_task(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:

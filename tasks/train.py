@@ -20,7 +20,7 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from storage import Store
-from tasks.caching import digest, train_key
+from tasks.caching import checkpoint_fingerprint, train_key
 from tasks.model import ModelSpec, build_autoencoder, encoder_of
 
 
@@ -222,7 +222,7 @@ def train_autoencoder(
     stream = BlockStream(store, train_clips, shuffle=True, shuffle_chunks=train.shuffle_chunks, seed=train.seed)
     val_stream = BlockStream(store, val_clips, shuffle=False) if val_clips.any() else None
 
-    fingerprint = digest(store_url, stream.n_blocks, model, train)[:16]
+    fingerprint = checkpoint_fingerprint(store_url, stream.n_blocks, model, train)
     resumed = _load_checkpoint(ckpt, fingerprint)
     if resumed:
         state, autoencoder, best_weights = resumed

@@ -5,7 +5,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     import socket
 
     with socket.socket() as sock:
@@ -19,7 +20,7 @@ def _free_port() -> int:
 # for them. The server itself starts only when a test first needs it, so unit tests pay nothing.
 _OWN_SERVER_PORT = None
 if not os.environ.get("PREFECT_API_URL"):
-    _OWN_SERVER_PORT = _free_port()
+    _OWN_SERVER_PORT = free_port()
     os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_OWN_SERVER_PORT}/api"
 
 from pathlib import Path  # noqa: E402

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from flows.pipeline import preprocess_flow
 from flows.runtime import run_on_dask
 from storage import Store
 from tasks.synth import synth_clip
-from tests.conftest import write_wav
+from tests.conftest import free_port, write_wav
 
 pytestmark = pytest.mark.integration
 
@@ -80,16 +79,10 @@ def test_an_interrupted_run_is_finished_by_the_next(prefect_api, corpus, tmp_pat
     assert result["processed_chunks"] == 1 and result["stored"] == 40 and result["pending"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def dask_cluster(prefect_api, tmp_path):
     """A real `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
-    port = _free_port()
+    port = free_port()
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "DASK_LOGGING__DISTRIBUTED": "warning", "TF_CPP_MIN_LOG_LEVEL": "2"}
     procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", "127.0.0.1:0"], env=env, cwd=tmp_path)]

@@ -1,13 +1,12 @@
 """Input folder, labels and store on an S3-protocol server (moto, on 127.0.0.1) started by the test."""
 
-import socket
-
 import pytest
 
 from flows.config import load_config
 from flows.pipeline import preprocess_flow
 from flows.runtime import run_on_dask
 from storage import Store
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
@@ -16,9 +15,7 @@ pytest.importorskip("s3fs", reason="s3fs is in the test extra")
 
 @pytest.fixture
 def s3(monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     # picked up by s3fs/botocore here and inherited by the LocalCluster's worker processes
