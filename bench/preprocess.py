@@ -4,8 +4,8 @@ For each corpus (esc10 from ../shared/data when present, and a synthesized one o
 clips) prints: a plain single-process loop over the same feature function (the floor), the
 flow's own per-clip work in one process (the same task ranges through ``preprocess_batch``:
 the loop's work plus the content hash and the store writes), the same task ranges on bare
-dask.distributed (LocalCluster, 2 workers), and the Prefect flow
-with 1 and 2 workers: clips per second, speed-up over the loop, peak RSS of the largest
+dask.distributed (LocalCluster, each --workers count above 1), and the Prefect flow with each
+--workers count (1 and 2 by default): clips per second, speed-up over the loop, peak RSS of the largest
 process, and store bytes per clip; each row is the median of ``--repeats`` interleaved runs. The
 loop's floor runs with the BLAS/OpenMP thread pools a worker has (``threads_per_worker``: one
 core each); a second loop row keeps the libraries' default pools for comparison. Throughput
@@ -78,16 +78,16 @@ def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, 
     return len(paths) / dt, mem.peak_mb, len(paths)
 
 
-def fresh_store(audio: Path, config, url: str):
+def fresh_store(audio: Path, config, url: str, workers: int = 2):
     """A new store at ``url`` with the manifest of ``audio``, and the task ranges the flow would cut
-    over it for 2 workers (as the flow, before its clock starts)."""
+    over it for ``workers`` workers (as the flow, before its clock starts)."""
     from flows.corpus import scan
     from flows.pipeline import feature_fingerprint, task_ranges
     from storage import Store
 
     store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
     store.sync_manifest(scan(audio))
-    return store, task_ranges(store.pending_batches(), config.clips_per_task, 2)
+    return store, task_ranges(store.pending_batches(), config.clips_per_task, workers)
 
 
 def serial_batches(audio: Path, config, work: Path, threads: int) -> tuple[float, float, int]:
@@ -109,20 +109,20 @@ def serial_batches(audio: Path, config, work: Path, threads: int) -> tuple[float
     return store.n_clips / dt, mem.peak_mb, du(Path(url))
 
 
-def bare_dask(audio: Path, config, work: Path) -> tuple[float, float, int]:
-    """The same chunk tasks as the flow, submitted with plain distributed (no Prefect)."""
+def bare_dask(audio: Path, config, work: Path, workers: int = 2) -> tuple[float, float, int]:
+    """The same chunk tasks as the flow with ``workers`` workers, submitted with plain distributed (no Prefect)."""
     from distributed import Client, LocalCluster, as_completed
 
     from flows.runtime import configure_dask, worker_env
     from tasks.preprocess import AudioWarmUp, preprocess_batch
 
     url = str(work / "bare.zarr")
-    store, ranges = fresh_store(audio, config, url)
+    store, ranges = fresh_store(audio, config, url, workers)
     configure_dask()
     with PeakRSS() as mem:
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                           host="127.0.0.1", env=worker_env("", 1)) as cluster, Client(cluster) as client:
-            client.wait_for_workers(2)
+            client.wait_for_workers(workers)
             client.register_plugin(AudioWarmUp(config.audio_spec()))
             t = time.perf_counter()
             futs = [client.submit(preprocess_batch, url, str(audio), s, e, config.audio_spec(), pure=False) for s, e in ranges]
@@ -153,26 +153,28 @@ def median(runs: list[tuple]) -> tuple:
     return (mid[0], max(r[1] for r in runs), *mid[2:])
 
 
-def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False, repeats: int = 1) -> None:
+def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_flow: bool = False, repeats: int = 1,
+                 workers: tuple[int, ...] = (1, 2)) -> None:
     """Every row ``repeats`` times, interleaved (loop, bare dask, flows, loop, ...) so that the machine's
     slow spells fall on all rows alike; each row shows its median run, and the flow's cost over bare
-    dask is the median of the per-round ratios."""
+    dask is the median of the per-round ratios (for every worker count above 1)."""
     if not config.resolved:  # "auto" audio settings (the default preset): from the corpus, as the flow does
         from tasks.audio import probe_duration
 
         config = config.resolve([d for p in sorted(audio.iterdir()) if (d := probe_duration(str(p))) is not None])
     n = sum(1 for _ in audio.iterdir())
     threads = config.threads_per_worker
-    measures = {"flow2": lambda wk: flow(audio, config, wk, 2)}
+    most = max(workers)
+    many = [w for w in workers if w > 1]
+    measures: dict = {}
     if not only_flow:
         measures = {
             "loop": lambda wk: plain_loop(audio, config, threads),
             "loop-threads": lambda wk: plain_loop(audio, config),
             "serial": lambda wk: serial_batches(audio, config, wk, threads),
-            "bare": lambda wk: bare_dask(audio, config, wk),
-            "flow1": lambda wk: flow(audio, config, wk, 1),
-            **measures,
+            **{f"bare{w}": (lambda wk, w=w: bare_dask(audio, config, wk, w)) for w in many},
         }
+    measures.update({f"flow{w}": (lambda wk, w=w: flow(audio, config, wk, w)) for w in (workers if not only_flow else (most,))})
     runs: dict[str, list] = {k: [] for k in measures}
     for i in range(repeats):
         for key, measure in measures.items():
@@ -181,9 +183,9 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
             runs[key].append(measure(wk))
             shutil.rmtree(wk, ignore_errors=True)
     med = {k: median(v) for k, v in runs.items()}
-    if only_flow:  # scaling runs: the 2-worker flow alone
-        rate, mem, size, wall = med["flow2"]
-        rows.append([name, n, "Prefect flow, 2 worker(s)", rate, "", mem, size / n, f"{wall:.0f} s wall with cluster start"])
+    if only_flow:  # scaling runs: the flow with the most workers alone
+        rate, mem, size, wall = med[f"flow{most}"]
+        rows.append([name, n, f"Prefect flow, {most} worker(s)", rate, "", mem, size / n, f"{wall:.0f} s wall with cluster start"])
         return
     rate0 = med["loop"][0]
     rows.append([name, n, f"plain loop, 1 process, {threads} BLAS thread", rate0, 1.0, med["loop"][1], "", ""])
@@ -191,13 +193,15 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
                  med["loop-threads"][1], "", ""])
     rate_s, mem_s, size_s = med["serial"]
     rows.append([name, n, "serial batches (loop + hash + store), 1 process", rate_s, rate_s / rate0, mem_s, size_s / n, ""])
-    rate_b, mem_b, size_b = med["bare"]
-    rows.append([name, n, "bare dask.distributed, 2 workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
-    over = sorted(b[0] / f[0] for b, f in zip(runs["bare"], runs["flow2"]))
-    for w in (1, 2):
+    for w in many:
+        rate_b, mem_b, size_b = med[f"bare{w}"]
+        rows.append([name, n, f"bare dask.distributed, {w} workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
+    for w in workers:
         rate, mem, size, wall = med[f"flow{w}"]
         note = f"{rate / rate_s:.2f}x serial batches; "
-        note += f"{over[len(over) // 2]:.2f}x bare dask time (range {over[0]:.2f}-{over[-1]:.2f}); " if w == 2 else ""
+        if w > 1:
+            over = sorted(b[0] / f[0] for b, f in zip(runs[f"bare{w}"], runs[f"flow{w}"]))
+            note += f"{over[len(over) // 2]:.2f}x bare dask time (range {over[0]:.2f}-{over[-1]:.2f}); "
         note += f"{wall:.0f} s wall with cluster start"
         rows.append([name, n, f"Prefect flow, {w} worker(s)", rate, rate / rate0, mem, size / n, note])
 
@@ -208,9 +212,16 @@ def main() -> None:
     ap.add_argument("--preset", default="seed", help="geometry to preprocess with (seed: 288x432x3; default: 64-band, auto width)")
     ap.add_argument("--skip-esc10", action="store_true")
     ap.add_argument("--work", default=None)
-    ap.add_argument("--only-flow", action="store_true", help="time only the 2-worker flow (for scaling runs)")
+    ap.add_argument("--workers", default="1,2", help="comma-separated worker counts for the flow rows (and bare dask rows, above 1) [1,2]")
+    ap.add_argument("--only-flow", action="store_true", help="time only the flow with the most workers (for scaling runs)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per row on fresh stores; the median rate is shown [3]")
     args = ap.parse_args()
+    try:
+        workers = tuple(sorted({int(w) for w in args.workers.split(",")}))
+    except ValueError:
+        ap.error(f"--workers takes comma-separated counts, like 1,2,4; got {args.workers!r}")
+    if not workers or min(workers) < 1:
+        ap.error("--workers: counts are 1 or more")
     from flows.config import load_config
     from flows.runtime import ensure_prefect_api
 
@@ -220,11 +231,11 @@ def main() -> None:
     rows: list = []
     esc10 = SHARED_DATA / "esc10" / "audio"
     if esc10.is_dir() and not args.skip_esc10:
-        bench_corpus("esc10", esc10, config, work / "esc10", rows, args.only_flow, args.repeats)
+        bench_corpus("esc10", esc10, config, work / "esc10", rows, args.only_flow, args.repeats, workers)
     synth = synth_corpus(work / "synth", args.clips)
-    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow, args.repeats)
+    bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow, args.repeats, workers)
     print_table(
-        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {os.cpu_count()} cores",
+        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {len(os.sched_getaffinity(0))} cores",
         ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],
         rows,
     )
