@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
+import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Optional
 
@@ -170,41 +173,56 @@ def assign(
     if local and (n_workers is not None or dask_address is not None):
         _fail("--local runs in this process: drop --n-workers/--dask-address, or use --dask")
     config = _checked_config(input_dir, None, "label", lambda: load_config(n_workers=n_workers, dask_address=dask_address))
-    from tasks.assign import RunError, assign as assign_files, load_run
+    from tasks.assign import ROW_FIELDS, RunError, assign as assign_files, load_run
 
     try:
         load_run(model)
     except RunError as exc:
         _fail(str(exc))
-    entries = list(scan(input_dir))
+    head = list(islice(scan(input_dir), LOCAL_ASSIGN_MAX + 1))  # enough of the listing to choose
     if local is None:
-        local = len(entries) <= LOCAL_ASSIGN_MAX and n_workers is None and dask_address is None
+        local = len(head) <= LOCAL_ASSIGN_MAX and n_workers is None and dask_address is None
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
     if local:
         from rich.progress import Progress
 
+        entries = head if len(head) <= LOCAL_ASSIGN_MAX else list(scan(input_dir))
         with Progress(console=err, transient=True) as bar:
             job = bar.add_task("assigning", total=len(entries))
             rows = assign_files(((e.path, join(input_dir, e.path)) for e in entries), model,
                                 progress=lambda n: bar.advance(job, n))
+        if out:
+            with open(out, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=ROW_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        else:
+            _print_assigned(rows)
+        rejected = sum(r["cluster"] < 0 for r in rows)
+        counts = {"files": len(rows), "assigned": len(rows) - rejected, "rejected": rejected}
     else:
         from flows.assign import assign_flow
 
-        # absolute paths: the workers of a --dask-address cluster may run in another directory
-        root = input_dir if is_url(input_dir) else str(Path(input_dir).resolve())
-        rows = _run_flow(assign_flow, config, input_dir=root, model=str(model.resolve()))
-    if out:
-        import csv
+        # the flow streams its rows into a CSV (ours, or a temporary one to print)
+        target = out.resolve() if out else Path(tempfile.mkstemp(prefix="audioclust-assign-", suffix=".csv")[1])
+        try:
+            # absolute paths: the workers of a --dask-address cluster may run in another directory
+            root = input_dir if is_url(input_dir) else str(Path(input_dir).resolve())
+            counts = _run_flow(assign_flow, config, input_dir=root, model=str(model.resolve()), out=str(target))
+            if not out:
+                with open(target, newline="") as fh:
+                    _print_assigned(csv.DictReader(fh))
+        finally:
+            if not out:
+                target.unlink(missing_ok=True)
+    err.print(f"{counts['files']} files: {counts['assigned']} assigned, {counts['rejected']} rejected" + (f" -> {out}" if out else ""))
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=["file", "cluster", "reason"])
-            w.writeheader()
-            w.writerows(rows)
-    else:
-        for r in rows:
-            console.print(f"{r['file']}\t{r['cluster']}" + (f"\t{r['reason']}" if r["reason"] else ""), highlight=False)
-    rejected = sum(r["cluster"] < 0 for r in rows)
-    err.print(f"{len(rows)} files: {len(rows) - rejected} assigned, {rejected} rejected" + (f" -> {out}" if out else ""))
+
+def _print_assigned(rows) -> None:
+    """Rows of ``assign`` to the terminal: file, cluster and the reason of a reject, tab-separated."""
+    for r in rows:
+        console.print(f"{r['file']}\t{r['cluster']}" + (f"\t{r['reason']}" if r["reason"] else ""), highlight=False)
 
 
 @app.command()

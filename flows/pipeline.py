@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -34,10 +35,15 @@ from tasks.audio import probe_duration
 from tasks.train import model_files_exist, train_task
 
 
-def run_windowed(submit, items: list, window: int, stage: str) -> list:
+def run_windowed(submit, items: Iterable, window: int, stage: str, total: int | None = None,
+                 on_result: Callable | None = None, on_failure: Callable | None = None) -> list:
     """Submit ``submit(item)`` for every item with at most ``window`` in flight; log progress.
 
-    Every item runs even if some fail; failures are raised together at the end.
+    Every item runs even if some fail; failures are raised together at the end. ``items`` may
+    be a stream (a generator): it is read only as the window opens, and ``total`` (for the
+    progress lines) defaults to ``len(items)`` where it has one. With ``on_result(item, result)``
+    results are handed over as they come and not kept (the returned list is then empty);
+    ``on_failure(item, exc)`` hears of each failed item as it fails.
 
     The batch task runs carry no tags (the flow run keeps its own): Prefect asks the API for
     tag concurrency slots before every tagged task run, and fresh workers asking at once
@@ -50,26 +56,35 @@ def run_windowed(submit, items: list, window: int, stage: str) -> list:
         with TagsContext(current_tags=set()):
             return submit(item)
 
-    pending, in_flight, results, failures = iter(items), [], [], []
-    total = len(items)
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    every = max(1, total // 10) if total else 10
+    pending, in_flight, results, failures = iter(items), {}, [], []
     for item in islice(pending, max(1, window)):
-        in_flight.append(untagged(item))
+        in_flight[untagged(item)] = item
     done = 0
     while in_flight:
-        fut = next(as_completed(in_flight))
-        in_flight.remove(fut)
+        fut = next(as_completed(list(in_flight)))
+        item = in_flight.pop(fut)
         try:
-            results.append(fut.result())
+            result = fut.result()
         except Exception as exc:  # recorded; the other batches go on
             failures.append(exc)
+            if on_failure:
+                on_failure(item, exc)
+        else:
+            if on_result:
+                on_result(item, result)
+            else:
+                results.append(result)
         done += 1
-        if done == total or done % max(1, total // 10) == 0:
-            logger.info("%s: %d/%d batches done", stage, done, total)
+        if done == total or done % every == 0:
+            logger.info("%s: %d/%s batches done", stage, done, total if total else "?")
         nxt = next(pending, None)
         if nxt is not None:
-            in_flight.append(untagged(nxt))
+            in_flight[untagged(nxt)] = nxt
     if failures:
-        raise RuntimeError(f"{stage}: {len(failures)} of {total} batches failed; first: {failures[0]}") from failures[0]
+        raise RuntimeError(f"{stage}: {len(failures)} of {done} batches failed; first: {failures[0]}") from failures[0]
     return results
 
 

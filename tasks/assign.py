@@ -20,6 +20,9 @@ from tasks.caching import BATCH_RETRIES
 from tasks.cluster import Clusterer, clip_features, mfcc_stats
 
 
+ROW_FIELDS = ("file", "cluster", "reason")  # the columns of assign's CSV
+
+
 class RunError(ValueError):
     """The run folder is missing something ``assign`` needs; one line for the user."""
 

@@ -316,3 +316,39 @@ def test_a_read_that_fails_once_is_retried_and_a_permanent_one_names_the_file(pr
         with pytest.raises(Exception, match=f"cannot read {name}"):
             run_on_dask(preprocess_flow, config, input_dir=str(audio), store=str(tmp_path / "b.zarr"))
         assert int(open(tmp_path / "count2").read()) == 3  # the first try and two retries
+
+
+def test_windowed_batches_stream_their_items_and_results_and_name_the_failed_one(prefect_api):
+    """run_windowed reads a stream of items only as the window opens, hands each result over as it
+    comes (what `assign` relies on to hold neither the listing nor the rows), and a failed item is
+    reported to the caller, does not stop the others, and fails the stage at the end."""
+    from prefect import flow, task
+
+    from flows.pipeline import run_windowed
+
+    window, read, seen, failed = 3, [0], [], []
+
+    def items():
+        for i in range(20):
+            read[0] += 1
+            yield i
+
+    @task(retries=0)
+    def square(i):
+        if i == 7:
+            raise ValueError("item 7 is bad")
+        return i * i
+
+    def on_result(item, result):
+        assert read[0] - len(seen) - len(failed) <= window  # never more than the window read ahead
+        seen.append((item, result))
+
+    @flow
+    def stage():
+        return run_windowed(square.submit, items(), window, "test", on_result=on_result,
+                            on_failure=lambda item, exc: failed.append((item, str(exc))))
+
+    with pytest.raises(RuntimeError, match="test: 1 of 20 batches failed; first: item 7 is bad"):
+        stage()
+    assert sorted(seen) == [(i, i * i) for i in range(20) if i != 7]
+    assert failed == [(7, "item 7 is bad")]
