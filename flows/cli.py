@@ -71,14 +71,35 @@ def _checked_config(input_dir: str, labels: Optional[str], label_column: str, bu
 
 
 def _run_flow(flow, config, **parameters):
-    """``flow`` on Dask (flows.runtime); a store that cannot be used is one error line, exit 1."""
+    """``flow`` on Dask (flows.runtime); a store that cannot be used, or a flow that ends itself as
+    Failed with a message (too few clips for k), is one error line, exit 1."""
+    from prefect.exceptions import FailedRun
+
     from flows.runtime import run_on_dask
     from storage import StoreError
 
     try:
         return run_on_dask(flow, config, **parameters)
-    except StoreError as exc:
+    except (StoreError, FailedRun) as exc:
         _fail(str(exc), code=1)
+
+
+def _store_writable(store: Optional[str]) -> None:
+    """A local store's folder (where the store and its lock file go) can be written: see :func:`_writable`."""
+    if store and "://" not in store:
+        _writable(Path(store).resolve().parent, "the store's folder")
+
+
+def _writable(folder: Path | str, what: str) -> None:
+    """Create the local folder ``folder`` now and check it can be written: a place that cannot is one
+    error line before Prefect and Dask start, not a traceback from inside the flow."""
+    if "://" in str(folder):
+        return
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        _fail(f"cannot write {what} {folder}: {exc.strerror or exc}")
 
 
 def _print_result(metrics: dict, seconds: float) -> None:
@@ -94,15 +115,26 @@ def _print_result(metrics: dict, seconds: float) -> None:
         f"found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']} "
         f"(see {metrics['rejects_file']}); "
         + (f"{metrics['epochs']} epochs on {metrics['device']}; " if metrics.get("device") else "no network; ")
-        + f"{seconds:.0f} s"
+        + f"{seconds:.0f} s",
+        soft_wrap=True,  # one line whatever the terminal's width: easy to grep
     )
-    console.print(f"predictions: {metrics['predictions']}\nreport:      {metrics['report']}")
+    console.print(f"predictions: {metrics['predictions']}\nreport:      {metrics['report']}", soft_wrap=True)
+    if metrics["rejected"] * 2 > metrics["found"]:
+        from collections import Counter
+
+        with open(metrics["rejects_file"], newline="") as fh:
+            kinds = Counter(r["reason"].split(":")[0] for r in csv.DictReader(fh))
+        kind, n = kinds.most_common(1)[0]
+        err.print(f"[yellow]warning:[/] {metrics['rejected']} of {metrics['found']} files were rejected, {n} as '{kind}': "
+                  "is the preset right for this corpus? (see the rejects file)", highlight=False, soft_wrap=True)
 
 
 def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optional[str], label_column: str, **cfg) -> dict:
     from flows.config import load_config
 
     config = _checked_config(input_dir, labels, label_column, lambda: load_config(**cfg))
+    _writable(out, "the run folder")
+    _store_writable(store)
     from flows.pipeline import pipeline
 
     t0 = time.perf_counter()
@@ -183,7 +215,7 @@ def assign(
     if local is None:
         local = len(head) <= LOCAL_ASSIGN_MAX and n_workers is None and dask_address is None
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _writable(out.parent, "the folder of --out")
     if local:
         from rich.progress import Progress
 
@@ -246,6 +278,7 @@ def preprocess(
         threads_per_worker=threads_per_worker, memory_limit=memory_limit))
     from flows.pipeline import preprocess_flow
 
+    _store_writable(store)
     result = _run_flow(preprocess_flow, cfg, input_dir=input_dir, store=store, labels=labels, label_column=label_column)
     same = f" ({result['unchanged']} with the same content, not decoded)" if result["unchanged"] else ""
     console.print(
@@ -269,6 +302,7 @@ def demo(
 
     if per_family < 2:
         _fail("--per-family must be at least 2")
+    _writable(out, "the demo folder")
     console.print(f"synthesizing {per_family * len(FAMILIES)} clips of {len(FAMILIES)} sound families under {out / 'corpus'}")
     audio, labels = make_corpus(out / "corpus", per_family=per_family)
     _run_pipeline(

@@ -115,8 +115,11 @@ class Config(BaseSettings):
             self.geometry()
             if self.objective == "autoencoder":
                 self.model_spec().code_side
-        if self.clips_per_chunk < 1 or self.clips_per_task < 1 or self.n_workers < 1 or self.k < 2:
-            raise ValueError("clips_per_chunk, clips_per_task and n_workers must be >= 1, k >= 2")
+        if self.k < 2:
+            raise ValueError(f"k (the number of clusters) must be at least 2, got {self.k}")
+        for name in ("clips_per_chunk", "clips_per_task", "n_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.objective == "autoencoder" and self.epochs == "auto":
             raise ValueError("epochs 'auto' is for the contrastive objective; give a number")
         if self.consensus_runs < 1 or self.consensus_sample < self.k:
@@ -290,9 +293,15 @@ def _env_values() -> dict[str, Any]:
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-    return f"{where}: {err['msg']}"
+    """The first problem, as ``field: what is wrong`` (or just what is wrong, for a check across fields)."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = err.get("loc", ())
+    msg = err["msg"].removeprefix("Value error, ")
+    same = [e for e in errors if e.get("loc", ())[:1] == loc[:1]]
+    if loc and len(same) > 1:  # a field of several types (a number or "auto"): each alternative's complaint
+        msg = f"{err.get('input')!r} is not accepted: " + "; ".join(e["msg"] for e in same)
+    return f"{loc[0]}: {msg}" if loc else msg
 
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,15 +31,19 @@ def check_root(root: str, storage_options: dict | None = None) -> None:
         fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
         if not fs.isdir(base):
             raise InputError(f"input folder not found: {root}")
+    elif Path(root).is_file():
+        raise InputError(f"input is a file, not a folder: {root} (give the folder that holds the clips)")
     elif not Path(root).is_dir():
         raise InputError(f"input folder not found: {root}")
 
 
 def scan(root: str | Path, exclude: tuple[str | Path | None, ...] = (), storage_options: dict | None = None) -> Iterator[FileEntry]:
-    """Every regular, non-hidden file under ``root`` (recursively), streamed in sorted order.
+    """Every non-hidden file under ``root`` (recursively), streamed in sorted order.
 
     All files are inputs: those that are not audio end in the rejects with a reason, so
-    nothing in the folder is silently ignored. Symbolic links to files and to folders are
+    nothing in the folder is silently ignored; that includes broken symbolic links, pipes,
+    sockets and devices (listed with size 0, rejected unread). Names that start with a dot
+    (``.DS_Store``, ``.git/``) are skipped. Symbolic links to files and to folders are
     followed (a folder reached twice, or a link back up the tree, is listed once).
     """
     root = str(root)
@@ -59,12 +64,17 @@ def scan(root: str | Path, exclude: tuple[str | Path | None, ...] = (), storage_
             path = Path(dirpath) / name
             if name.startswith(".") or path.resolve() in skip:
                 continue
+            rel = path.relative_to(root).as_posix()
             try:
                 st = path.stat()
-            except OSError:
+            except OSError:  # a broken symbolic link: listed all the same, so that it ends in the rejects
+                try:
+                    yield FileEntry(rel, 0, path.lstat().st_mtime_ns)
+                except OSError:  # gone since the folder was read
+                    pass
                 continue
-            if path.is_file():
-                yield FileEntry(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+            # a pipe, socket or device is listed too (with size 0) and rejected unread
+            yield FileEntry(rel, st.st_size if stat.S_ISREG(st.st_mode) else 0, st.st_mtime_ns)
 
 
 def _scan_fsspec(root: str, exclude, storage_options) -> Iterator[FileEntry]:

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.context import TagsContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from flows.config import Config
 from flows.corpus import is_url, join, label_lookup, read_labels, scan
@@ -301,7 +302,7 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
         trained = train_task.with_options(refresh_cache=not fresh)(**params)
         _stamp(out_dir, "train", key)
         history = json.loads(Path(trained["history"]).read_text())
-        plot_loss(history, out_dir / "loss.png")
+        plot_loss(history, out_dir / "loss.png", objective=config.model_spec().objective)
         timings["train_s"] = round(time.perf_counter() - t, 1)
 
         t = time.perf_counter()
@@ -318,6 +319,14 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
     timings["cluster_s"] = round(time.perf_counter() - t, 1)
     timings["cluster_cached"] = fresh
     return metrics, trained
+
+
+def common_reject(store_url: str) -> str:
+    """The most common kind of reject in the store, for a message: ``'too short' (2177)``."""
+    from collections import Counter
+
+    kinds = Counter(reason.split(":")[0] for _, reason in Store.open(store_url).rejects())
+    return ", ".join(f"'{k}' ({n})" for k, n in kinds.most_common(1)) or "none"
 
 
 @flow(name="audioclust-pipeline", flow_run_name=_run_name)
@@ -340,6 +349,13 @@ def pipeline(
         counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
         timings["preprocess_s"] = round(time.perf_counter() - t, 1)
         get_run_logger().info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
+        if counts["rejected"] * 2 > counts["found"] or counts["stored"] < config.k:
+            most = common_reject(store_url)
+            if counts["stored"] < config.k:  # before any training; a Failed state, not a traceback
+                why = f" ({counts['rejected']} of {counts['found']} files rejected, most as {most})" if counts["rejected"] else ""
+                return Failed(message=f"cannot make {config.k} clusters from {counts['stored']} stored clips{why}; lower --k, or add clips")
+            get_run_logger().warning("%d of %d files rejected, most as %s: is the preset right for this corpus?",
+                                     counts["rejected"], counts["found"], most)
         metrics, trained = model_stages(store_url, out_dir, config, timings)
 
     metrics.update(
@@ -353,6 +369,7 @@ def pipeline(
         preprocess=counts,
         input_dir=str(input_dir),
         labels_file=labels,
+        label_column=label_column if labels else None,
         timings=timings,
         config=config.model_dump(),
     )

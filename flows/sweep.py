@@ -192,9 +192,18 @@ def sweep_figures(rows: list[dict], out_dir: Path, input_dir: str, config: Confi
         best = max(done, key=lambda r: r["nmi"])
         history = out_dir / "runs" / best["name"] / "model" / "history.json"
         if history.is_file():
-            made.append(plot_loss(json.loads(history.read_text()), figs / "fig8_loss_best_run.png", f"Training loss of the best run ({best['name']})"))
+            made.append(plot_loss(json.loads(history.read_text()), figs / "fig8_loss_best_run.png", f"Training loss of the best run ({best['name']})",
+                                  objective=_objective(history.with_name("train.json"))))
     made.append(progression([r.get("nmi") for r in rows], figs / "fig9_nmi_progression.png"))
     return made
+
+
+def _objective(train_json: Path) -> str:
+    """What a run's network was trained for (its training summary), for the loss figure's labels."""
+    try:
+        return json.loads(train_json.read_text()).get("objective", "autoencoder")
+    except (OSError, ValueError):
+        return "autoencoder"
 
 
 def sweep_report(rows: list[dict], grid: dict, figures: list[Path], out_dir: Path) -> Path:

@@ -79,6 +79,8 @@ def store_lock(url: str, owner: str, stale_after: float = 24 * 3600) -> Iterator
                 f"store {url} is in use by {held.get('owner', '?')} (pid {held.get('pid')} on {held.get('host')}, "
                 f"for {_age(age)}); wait for that run to finish, or delete {path} if it is gone"
             ) from None
+        except OSError as exc:  # a folder that cannot be written: one line for the user, not a traceback
+            raise StoreError(f"cannot write the lock file {path} of store {url}: {exc.strerror or exc}") from None
     else:
         raise StoreLocked(f"could not take the lock {path}")
     try:

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from storage import Geometry
-from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks
+from tasks.audio import AudioSpec, Rejected, check_regular, image, load_clip, to_blocks
 from tasks.caching import BATCH_RETRIES
 from tasks.cluster import Clusterer, clip_features, mfcc_stats
 
@@ -79,7 +79,7 @@ def assign(
     for name, path in files:
         rows.append({"file": name, "cluster": -1, "reason": ""})
         try:
-            y, _ = load_clip(path, spec)
+            y, _ = load_clip(check_regular(path), spec)
             # the store keeps float16: round the same way so a stored clip is assigned as it was clustered
             pending.append((len(rows) - 1, image(y, spec).astype(np.float16).astype(np.float32)))
         except Rejected as exc:

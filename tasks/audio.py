@@ -134,8 +134,20 @@ def probe_duration(path: str) -> float | None:
         return None
 
 
+def check_regular(path: str) -> str:
+    """``path``, unless it is a broken symbolic link or not a regular file (a pipe would block the
+    read): then :class:`Rejected`. A file that does not exist is left to the read (an I/O error)."""
+    if "://" not in path and not os.path.isfile(path) and os.path.lexists(path):
+        if os.path.islink(path):
+            raise Rejected(f"broken symbolic link (to {os.readlink(path)})")
+        raise Rejected("not a regular file (a pipe, socket or device)")
+    return path
+
+
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # libsndfile's own words, without "Error opening <_io.BytesIO object at 0x...>" (the bytes it was given)
+    text = getattr(exc, "error_string", None) or str(exc)
+    text = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(exc).__name__}: {text}"[:200]
 
 

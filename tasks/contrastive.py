@@ -314,7 +314,7 @@ def train_contrastive(
         "blocks": n,
         "filters": list(filters),
         "input_norm": input_norm,
-        "train": asdict(train),
+        "train": {**asdict(train), "epochs": epochs},  # the epochs run, where the setting said "auto" (0)
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))
     checkpoint.clear()  # finished: a new run starts fresh

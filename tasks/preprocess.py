@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from storage import Store
 from storage.store import HASH, OK, PENDING, REJECTED, file_hash, hasher
-from tasks.audio import AudioSpec, Rejected, image, load_clip, to_blocks, warm_up
+from tasks.audio import AudioSpec, Rejected, check_regular, image, load_clip, to_blocks, warm_up
 from tasks.caching import BATCH_RETRIES
 
 
@@ -31,7 +31,7 @@ def source_path(root: str, rel: str) -> str:
         raise Rejected(f"path outside the input root: {rel}")
     if "://" in root:
         return f"{root.rstrip('/')}/{rel}"
-    return os.path.join(root, rel)
+    return check_regular(os.path.join(root, rel))
 
 
 READ_ONCE_BYTES = 32 << 20  # a file up to this size is read once: hashed, then decoded from memory

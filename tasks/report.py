@@ -152,6 +152,11 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
         figures.append(contingency(labels[labels != ""], clusters[labels != ""], out / "contingency.png"))
     scores = [{"split": k, **v} for k, v in metrics.get("scores", {}).items()]
     summary = {k: metrics.get(k) for k in ("found", "stored", "rejected", "labelled", "k", "epochs", "device", "preset")}
+    config = metrics.get("config", {})
+    summary["clustering"] = config.get("cluster") if config.get("features", "network") == "network" else f"{config.get('cluster')} on mfcc-stats"
+    summary = {"input": metrics.get("input_dir"), **summary}
+    if metrics.get("labels_file"):  # which labels were scored: the same run may be scored on several columns
+        summary["labels"] = f"{metrics['labels_file']} (column '{metrics.get('label_column') or 'label'}')"
     sections = [
         ("Summary", html_table([summary])),
         ("Scores", html_table(scores) if scores else "<p>No labels: no scores.</p>"),
@@ -166,6 +171,8 @@ def publish_artifacts(metrics: dict, out_dir: Path) -> None:
     """The run's Prefect artifacts: summary, scores, cluster sizes, rejects and links to the files."""
     extra = {"rejected": metrics["rejected"], "epochs": metrics.get("epochs"), "device": metrics.get("device"),
              "timings": metrics.get("timings")}
+    if metrics.get("labels_file"):
+        extra["labels"] = f"{metrics['labels_file']} (column '{metrics.get('label_column') or 'label'}')"
     create_markdown_artifact(markdown=metrics_markdown(metrics, extra), key="audioclust-summary", description="Run summary")
     if metrics["scores"]:
         create_table_artifact(

@@ -68,6 +68,10 @@ def bad_corpus(tmp_path_factory):
     bad["nan.wav"] = "non-finite"
     (audio / "notes.txt").write_text("field notes")
     bad["notes.txt"] = "unsupported format"
+    (audio / "moved.wav").symlink_to(root / "no-longer-here.wav")
+    bad["moved.wav"] = "broken symbolic link"
+    os.mkfifo(audio / "pipe.wav")  # opening it to read would block: rejected unread
+    bad["pipe.wav"] = "not a regular file"
 
     labels = root / "labels.csv"
     with open(labels, "w", newline="") as fh:
@@ -352,3 +356,18 @@ def test_windowed_batches_stream_their_items_and_results_and_name_the_failed_one
         stage()
     assert sorted(seen) == [(i, i * i) for i in range(20) if i != 7]
     assert failed == [(7, "item 7 is bad")]
+
+
+def test_too_few_clips_for_k_stop_before_training_with_one_message(prefect_api, bad_corpus, tmp_path):
+    """k above the clips that could be stored: the run ends Failed with one message (no traceback, no
+    retry) right after preprocessing, before any training."""
+    from prefect.exceptions import FailedRun
+
+    from flows.pipeline import pipeline
+
+    audio, labels, good, bad = bad_corpus
+    found = len(good) + len(bad)
+    with pytest.raises(FailedRun, match=rf"cannot make 20 clusters from {len(good)} stored clips \({len(bad)} of {found} "
+                                        r"files rejected, most as 'undecodable' \(3\)\); lower --k, or add clips"):
+        run_on_dask(pipeline, cfg(k=20, clips_per_chunk=4), input_dir=str(audio), labels=str(labels), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "model").exists()

@@ -78,6 +78,27 @@ def test_bad_files_are_rejected_with_a_reason(tmp_path, make, reason):
         load_clip(str(path), AudioSpec())
 
 
+def test_an_undecodable_file_read_into_memory_gets_libsndfile_s_words_not_an_object_address(tmp_path):
+    data = b"not audio at all\n" * 20
+    with pytest.raises(Rejected) as caught:
+        load_clip(str(put(tmp_path / "text.wav", data)), AudioSpec(), data)  # decoded from the bytes the hash read
+    assert str(caught.value) == "undecodable: LibsndfileError: Format not recognised."
+
+
+def test_broken_links_and_pipes_are_rejected_unread_and_a_missing_file_is_left_to_the_read(tmp_path):
+    import os
+
+    from tasks.audio import check_regular
+
+    (tmp_path / "moved.wav").symlink_to(tmp_path / "gone.wav")
+    os.mkfifo(tmp_path / "pipe.wav")
+    with pytest.raises(Rejected, match="broken symbolic link"):
+        check_regular(str(tmp_path / "moved.wav"))
+    with pytest.raises(Rejected, match="not a regular file"):
+        check_regular(str(tmp_path / "pipe.wav"))
+    assert check_regular(str(tmp_path / "absent.wav")) == str(tmp_path / "absent.wav")  # an I/O error later: retried
+
+
 def test_non_finite_samples_are_rejected(tmp_path):
     y = clip()
     y[1000] = np.nan

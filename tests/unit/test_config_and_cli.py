@@ -89,7 +89,15 @@ runner = CliRunner()
         (["serve", ".", "--watch", "0"], "--watch takes a number of seconds >= 1"),
         (["serve", ".", "--cron", "0 2 * * *", "--watch", "60"], "exactly one of --cron or --watch"),
         (["serve", ".", "--watch", "60", "--config", "/no/c.toml"], "config file not found"),
-        (["serve", ".", "--watch", "60", "--k", "1"], "k >= 2"),
+        (["serve", ".", "--watch", "60", "--k", "1"], "k (the number of clusters) must be at least 2, got 1"),
+        (["run", ".", "--k", "0"], "k (the number of clusters) must be at least 2, got 0"),
+        (["run", ".", "--n-workers", "0"], "n_workers must be at least 1, got 0"),
+        (["run", ".", "--epochs", "many"], "epochs: 'many' is not accepted"),
+        (["run", "pyproject.toml"], "input is a file, not a folder: pyproject.toml"),
+        (["run", ".", "--out", "pyproject.toml/run"], "cannot write the run folder pyproject.toml/run"),
+        (["run", ".", "--store", "pyproject.toml/s.zarr"], "cannot write the store's folder"),
+        (["preprocess", ".", "--store", "pyproject.toml/s.zarr"], "cannot write the store's folder"),
+        (["assign", ".", "--model", ".", "--out", "pyproject.toml/a.csv"], "not a finished audioclust run"),
     ],
 )
 def test_cli_errors_are_one_line(args, message):
