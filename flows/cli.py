@@ -25,7 +25,7 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-PresetOpt = typer.Option(None, "--preset", help="Named preset: seed (the report exactly), default (our best), fast (tests).")
+PresetOpt = typer.Option(None, "--preset", help="Named preset: seed (the report exactly), default (our best), fast (tests) \\[default: AUDIOCLUST_PRESET, else the --config file's, else default].")
 ConfigOpt = typer.Option(None, "--config", help="TOML file of config fields (overrides the preset).")
 KOpt = typer.Option(None, "--k", help="Number of clusters \\[default: 20].")
 EpochsOpt = typer.Option(None, "--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")
@@ -35,7 +35,7 @@ SeedOpt = typer.Option(None, "--seed", help="Random seed for training and K-Mean
 WorkersOpt = typer.Option(None, "--n-workers", help="Local Dask worker processes \\[default: 2].")
 AddressOpt = typer.Option(None, "--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")
 InputArg = typer.Argument(..., metavar="INPUT", help="Folder (or fsspec URL, e.g. s3://bucket/clips) of audio clips (wav, flac, ogg, mp3), searched recursively.")
-LabelsOpt = typer.Option(None, "--labels", help="CSV with columns file,label: adds NMI/AMI/ARI/ACC scores.")
+LabelsOpt = typer.Option(None, "--labels", help="CSV with columns file,label: stored with the clips; a run scores its clusters against them (NMI/AMI/ARI/ACC).")
 LabelColumnOpt = typer.Option("label", "--label-column", help="Column of --labels to score against.")
 ThreadsOpt = typer.Option(None, "--threads-per-worker", help="Threads per local Dask worker \\[default: 1].")
 MemoryOpt = typer.Option(None, "--memory-limit", help="Memory limit per local Dask worker, e.g. 4GiB \\[default: auto].")
@@ -111,10 +111,13 @@ def _print_result(metrics: dict, seconds: float) -> None:
     if metrics["scores"]:
         console.print(table)
         console.print(f"NMI {metrics['scores']['all']['nmi']:.4f}")
+    timings = metrics.get("timings") or {}
+    cached = [what for what, key in (("the network", "train_cached"), ("the clustering", "cluster_cached")) if timings.get(key)]
     console.print(
         f"found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']} "
         f"(see {metrics['rejects_file']}); "
         + (f"{metrics['epochs']} epochs on {metrics['device']}; " if metrics.get("device") else "no network; ")
+        + (f"reused from the last run in this folder: {' and '.join(cached)}; " if cached else "")
         + f"{seconds:.0f} s",
         soft_wrap=True,  # one line whatever the terminal's width: easy to grep
     )

@@ -304,6 +304,7 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
         history = json.loads(Path(trained["history"]).read_text())
         plot_loss(history, out_dir / "loss.png", objective=config.model_spec().objective)
         timings["train_s"] = round(time.perf_counter() - t, 1)
+        timings["train_cached"] = fresh
 
         t = time.perf_counter()
         encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight, codes)

@@ -98,11 +98,13 @@ def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labe
         xy = PCA(n_components=2, random_state=0).fit_transform(x)
         how = "PCA"
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=clusters, cmap="tab20", s=14)
+    k = int(np.max(clusters)) + 1 if len(clusters) else 1
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)  # one colour per cluster, one band each in the colour bar
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=clusters, cmap=cmap, vmin=-0.5, vmax=k - 0.5, s=14)
     ax.set_title(f"Clip features ({how}), coloured by cluster")
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.colorbar(sc, ax=ax, label="cluster")
+    fig.colorbar(sc, ax=ax, label="cluster", ticks=range(k) if k <= 20 else None)
     return save(fig, path)
 
 
