@@ -192,7 +192,7 @@ LOCAL_ASSIGN_MAX = 1024  # more files than this go to Dask (a Prefect flow) unle
 def assign(
     input_dir: str = InputArg,
     model: Path = typer.Option(..., "--model", help="A finished run folder (the --out of `audioclust run`)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (file, cluster, reason) \\[default: print to the terminal]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (file, cluster, farther_than, reason) \\[default: print to the terminal]."),
     local: Optional[bool] = typer.Option(None, "--local/--dask", help=f"In this process, with a progress bar, or as a Prefect flow fanning batches of 256 files out on Dask \\[default: local up to {LOCAL_ASSIGN_MAX} files; --n-workers or --dask-address mean --dask]."),
     n_workers: Optional[int] = WorkersOpt,
     dask_address: Optional[str] = AddressOpt,
@@ -200,7 +200,9 @@ def assign(
     """Put the clips under INPUT into the clusters of a finished run, without retraining.
 
     Each clip is processed exactly as the run's clips were (audio settings, encoder, feature transform,
-    centroids). Files that cannot be used get cluster -1 and the reason.
+    centroids). Files that cannot be used get cluster -1 and the reason. farther_than is the share of the
+    run's clips that lie closer to their cluster's centre than the new clip lies to its own: near 1, the
+    clip is unlike anything the run clustered (blank for IDEC runs).
     """
     from flows.config import load_config
     from flows.corpus import is_url, join, scan
@@ -255,9 +257,12 @@ def assign(
 
 
 def _print_assigned(rows) -> None:
-    """Rows of ``assign`` to the terminal: file, cluster and the reason of a reject, tab-separated."""
+    """Rows of ``assign`` to the terminal, tab-separated under a header: file, cluster, farther_than, reason."""
+    from tasks.assign import ROW_FIELDS
+
+    console.print("\t".join(ROW_FIELDS), highlight=False)
     for r in rows:
-        console.print(f"{r['file']}\t{r['cluster']}" + (f"\t{r['reason']}" if r["reason"] else ""), highlight=False)
+        console.print("\t".join(str(r[k]) for k in ROW_FIELDS), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -20,7 +20,9 @@ from tasks.caching import BATCH_RETRIES
 from tasks.cluster import Clusterer, clip_features, mfcc_stats
 
 
-ROW_FIELDS = ("file", "cluster", "reason")  # the columns of assign's CSV
+# the columns of assign's CSV; farther_than: the share of the run's clips that lie closer to their
+# cluster's centre than this clip lies to its own (near 1: unlike anything the run clustered)
+ROW_FIELDS = ("file", "cluster", "farther_than", "reason")
 
 
 class RunError(ValueError):
@@ -49,7 +51,8 @@ def load_run(run_dir: str | Path) -> tuple[dict, Clusterer, str | None]:
 def assign(
     files: Iterable[tuple[str, str]], run_dir: str | Path, batch: int = 64, progress: Callable[[int], None] | None = None
 ) -> list[dict]:
-    """Cluster of each ``(name, path)``: rows ``{"file", "cluster", "reason"}`` (cluster -1 and a reason when rejected)."""
+    """Cluster of each ``(name, path)``: rows ``{"file", "cluster", "farther_than", "reason"}`` (cluster -1 and a
+    reason when rejected; ``farther_than`` as :meth:`tasks.cluster.Clusterer.farther_than`, blank when unknown)."""
     metrics, clusterer, encoder_path = load_run(run_dir)
     spec = AudioSpec(**metrics["audio"])
     geo = Geometry(**metrics["geometry"])
@@ -70,14 +73,16 @@ def assign(
         else:
             blocks = np.concatenate([to_blocks(img, geo.block, geo.width) for img in images])
             x = clip_features(encode_blocks(encoder, blocks), geo.blocks_per_clip, clusterer.features.block_pool)
-        for (i, _), c in zip(pending, clusterer.predict(x)):
+        far = clusterer.farther_than(x)
+        for j, ((i, _), c) in enumerate(zip(pending, clusterer.predict(x))):
             rows[i]["cluster"] = int(c)
+            rows[i]["farther_than"] = "" if far is None else round(float(far[j]), 3)
         if progress:
             progress(len(pending))
         pending.clear()
 
     for name, path in files:
-        rows.append({"file": name, "cluster": -1, "reason": ""})
+        rows.append({"file": name, "cluster": -1, "farther_than": "", "reason": ""})
         try:
             y, _ = load_clip(check_regular(path), spec)
             # the store keeps float16: round the same way so a stored clip is assigned as it was clustered

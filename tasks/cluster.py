@@ -86,6 +86,7 @@ class Clusterer:
     def __init__(self, features: FeatureSpec, cluster: ClusterSpec):
         self.features, self.cluster = features, cluster
         self.mean_ = self.scale_ = self.components_ = self.pca_mean_ = self.pca_scale_ = self.centroids_ = None
+        self.distance_quantiles_ = None  # of the fitted clips' distances to their centroids (see farther_than)
 
     # -- the feature transform ----------------------------------------------------------
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
@@ -128,8 +129,32 @@ class Clusterer:
         return self._nearest(self.transform(x))
 
     def _nearest(self, z: np.ndarray) -> np.ndarray:
-        d = ((z[:, None, :] - self.centroids_[None].astype(np.float32)) ** 2).sum(-1)
-        return d.argmin(1)
+        return self._nearest_and_distance(z)[0]
+
+    def _nearest_and_distance(self, z: np.ndarray, rows: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid of each row of ``z`` and the Euclidean distance to it (``rows`` at a time)."""
+        c = self.centroids_.astype(np.float32)
+        near, dist = np.empty(len(z), np.int64), np.empty(len(z), np.float32)
+        for s in range(0, len(z), rows):
+            d = ((z[s : s + rows, None, :] - c[None]) ** 2).sum(-1)
+            near[s : s + rows] = d.argmin(1)
+            dist[s : s + rows] = np.sqrt(d.min(1))
+        return near, dist
+
+    # -- how typical a clip is ------------------------------------------------------------------
+    def remember_spread(self, x: np.ndarray) -> None:
+        """Keep the percentiles of the fitted clips' distances to their nearest centroid, so that
+        :meth:`farther_than` can rank a new clip's distance among them."""
+        self.distance_quantiles_ = np.quantile(self._nearest_and_distance(self.transform(x))[1], np.linspace(0, 1, 101))
+
+    def farther_than(self, x: np.ndarray) -> np.ndarray | None:
+        """Per row: the share of the fitted clips that lie closer to their centroid than this row lies to
+        its own (0.5: a typical clip; 1.0: farther out than all of them, a likely outlier). None when
+        the spread was not kept (IDEC runs, older runs)."""
+        if self.distance_quantiles_ is None:
+            return None
+        q = np.asarray(self.distance_quantiles_)
+        return np.interp(self._nearest_and_distance(self.transform(x))[1], q, np.linspace(0, 1, len(q)))
 
     def save(self, path: str | Path) -> None:
         arrays = {k: v for k, v in vars(self).items() if k.endswith("_") and v is not None}

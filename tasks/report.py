@@ -55,6 +55,8 @@ def cluster_and_report(
         from tasks.dec import run_idec
 
         pred, dec = run_idec(store_url, model_dir, clusterer, cluster, log=log)
+    else:  # (IDEC's clips go through its own encoder: no spread is kept for them)
+        clusterer.remember_spread(x)
     clusterer.save(out / "clusterer.npz")
 
     with open(out / "predictions.csv", "w", newline="") as fh:

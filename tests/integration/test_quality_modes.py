@@ -95,6 +95,10 @@ def test_assign_puts_new_clips_into_the_run_clusters(kmeans_run, separated, tmp_
     assert done.returncode == 0, done.stderr
     rows = {r["file"]: r for r in csv.DictReader(open(target))}
     assert rows["broken.wav"]["cluster"] == "-1" and rows["broken.wav"]["reason"].startswith("undecodable")
+    assert rows["broken.wav"]["farther_than"] == ""
+    # how far out each clip lies, ranked among the run's own clips (these are run clips: spread over [0, 1])
+    far = np.array([float(rows[n]["farther_than"]) for n in names])
+    assert ((0 <= far) & (far <= 1)).all() and 0.1 < np.median(far) < 0.9, far
     with open(out / "predictions.csv") as fh:
         clustered = {r["file"]: r["cluster"] for r in csv.DictReader(fh)}
     same = np.mean([rows[n]["cluster"] == clustered[n] for n in names])

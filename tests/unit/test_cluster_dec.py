@@ -115,3 +115,20 @@ def test_contrastive_views():
     v1 = augment(x, x, 24, np.random.default_rng(0))
     v2 = augment(x, x, 24, np.random.default_rng(1))
     assert v1.shape == (4, 64, 24, 1) and not np.allclose(v1, v2)
+
+
+def test_farther_than_ranks_a_clip_s_distance_among_the_fitted_clips():
+    """0 at a centroid, about the rank of a fitted clip's own distance, 1 beyond every fitted clip; None
+    for a clusterer that kept no spread (older runs)."""
+    from tasks.cluster import Clusterer, ClusterSpec, FeatureSpec
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(20, 1, (200, 2))])
+    c = Clusterer(FeatureSpec(standardize=False, pca=0), ClusterSpec(method="kmeans", k=2))
+    c.fit_predict(x)
+    assert c.farther_than(x[:1]) is None
+    c.remember_spread(x)
+    far = c.farther_than(np.concatenate([c.centroids_, [[10.0, 10.0]]]))
+    assert far[0] == far[1] == 0.0 and far[2] == 1.0
+    ranks = c.farther_than(x)
+    assert abs(np.median(ranks) - 0.5) < 0.02  # the fitted clips themselves spread evenly over [0, 1]
