@@ -235,7 +235,7 @@ def main() -> None:
     synth = synth_corpus(work / "synth", args.clips)
     bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow, args.repeats, workers)
     print_table(
-        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {len(os.sched_getaffinity(0))} cores",
+        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()} cores",
         ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],
         rows,
     )

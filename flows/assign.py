@@ -2,8 +2,9 @@
 
 The same work as :func:`tasks.assign.assign` in one process, one task per ``batch`` files of
 the listing. The flow process streams: it reads the listing only as batches go out, and writes
-the rows to the CSV in listing order as batches come back, so it holds a window of batches,
-never the whole corpus or the whole result.
+the rows to the CSV in listing order as batches come back. Batches in flight and batches
+waiting for an earlier one share one window, so it holds a window of batches, never the whole
+corpus or the whole result.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tasks.assign import ROW_FIELDS, assign_task, load_run
 
 
 class OrderedRows:
-    """A ``file,cluster,reason`` CSV written in listing order from batches that arrive in any order.
+    """A ``file,cluster,farther_than,reason`` CSV written in listing order from batches that arrive in any order.
 
     A batch is known by the listing position of its first file; one that arrives early waits
     in memory until the batches before it are written. A failed batch is skipped (its files
@@ -44,6 +45,10 @@ class OrderedRows:
                 self.rejected += r["cluster"] < 0
             self._next += n
 
+    def held(self) -> int:
+        """Batches that came back before an earlier one, waiting here."""
+        return len(self._early)
+
     def close(self) -> None:
         self._fh.close()
 
@@ -59,7 +64,7 @@ def listing_batches(input_dir: str, batch: int):
 @flow(name="audioclust-assign", flow_run_name="assign")
 def assign_flow(config: Config, input_dir: str, model: str, out: str, batch: int = 256) -> dict:
     """Cluster of every file under ``input_dir`` by the finished run ``model``, written to the CSV ``out``
-    (``file,cluster,reason``, in listing order); returns ``{"files", "assigned", "rejected", "out"}``."""
+    (``file,cluster,farther_than,reason``, in listing order); returns ``{"files", "assigned", "rejected", "out"}``."""
     load_run(model)  # a run folder that cannot be used fails here, not in every task
     get_run_logger().info("assigning the files under %s in batches of up to %d", input_dir, batch)
     writer = OrderedRows(out)
@@ -69,6 +74,7 @@ def assign_flow(config: Config, input_dir: str, model: str, out: str, batch: int
             listing_batches(input_dir, batch), config.max_in_flight, "assign",
             on_result=lambda b, part: writer.add(b[0], len(b[1]), part["rows"]),
             on_failure=lambda b, exc: writer.add(b[0], len(b[1]), None),
+            held=writer.held,
         )
     finally:
         writer.close()

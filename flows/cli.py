@@ -125,8 +125,10 @@ def _print_result(metrics: dict, seconds: float) -> None:
     if metrics["rejected"] * 2 > metrics["found"]:
         from collections import Counter
 
+        from tasks.audio import reject_kind
+
         with open(metrics["rejects_file"], newline="") as fh:
-            kinds = Counter(r["reason"].split(":")[0] for r in csv.DictReader(fh))
+            kinds = Counter(reject_kind(r["reason"]) for r in csv.DictReader(fh))
         kind, n = kinds.most_common(1)[0]
         err.print(f"[yellow]warning:[/] {metrics['rejected']} of {metrics['found']} files were rejected, {n} as '{kind}': "
                   "is the preset right for this corpus? (see the rejects file)", highlight=False, soft_wrap=True)
@@ -136,8 +138,8 @@ def _run_pipeline(input_dir: str, labels: Optional[str], out: Path, store: Optio
     from flows.config import load_config
 
     config = _checked_config(input_dir, labels, label_column, lambda: load_config(**cfg))
-    _writable(out, "the run folder")
     _store_writable(store)
+    _writable(out, "the run folder")
     from flows.pipeline import pipeline
 
     t0 = time.perf_counter()

@@ -299,7 +299,8 @@ def _first_error(exc: ValidationError) -> str:
     loc = err.get("loc", ())
     msg = err["msg"].removeprefix("Value error, ")
     same = [e for e in errors if e.get("loc", ())[:1] == loc[:1]]
-    if loc and len(same) > 1:  # a field of several types (a number or "auto"): each alternative's complaint
+    if len(same) > 1 and all(len(e["loc"]) == 2 and isinstance(e["loc"][1], str) for e in same):
+        # a field of several types (a number or "auto"): each alternative's complaint
         msg = f"{err.get('input')!r} is not accepted: " + "; ".join(e["msg"] for e in same)
     return f"{loc[0]}: {msg}" if loc else msg
 

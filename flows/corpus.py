@@ -62,8 +62,13 @@ def scan(root: str | Path, exclude: tuple[str | Path | None, ...] = (), storage_
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if name.startswith(".") or path.resolve() in skip:
+            if name.startswith("."):
                 continue
+            try:
+                if path.resolve() in skip:
+                    continue
+            except (OSError, RuntimeError):  # a symbolic link loop: listed below like a broken link
+                pass
             rel = path.relative_to(root).as_posix()
             try:
                 st = path.stat()

@@ -32,19 +32,22 @@ from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
 from tasks.preprocess import AudioWarmUp, preprocess_batch_task
 from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist, run_report
-from tasks.audio import probe_duration
+from tasks.audio import probe_duration, reject_kind
 from tasks.train import model_files_exist, train_task
 
 
 def run_windowed(submit, items: Iterable, window: int, stage: str, total: int | None = None,
-                 on_result: Callable | None = None, on_failure: Callable | None = None) -> list:
+                 on_result: Callable | None = None, on_failure: Callable | None = None,
+                 held: Callable[[], int] | None = None) -> list:
     """Submit ``submit(item)`` for every item with at most ``window`` in flight; log progress.
 
     Every item runs even if some fail; failures are raised together at the end. ``items`` may
     be a stream (a generator): it is read only as the window opens, and ``total`` (for the
     progress lines) defaults to ``len(items)`` where it has one. With ``on_result(item, result)``
     results are handed over as they come and not kept (the returned list is then empty);
-    ``on_failure(item, exc)`` hears of each failed item as it fails.
+    ``on_failure(item, exc)`` hears of each failed item as it fails. ``held()``, the number of
+    results the caller still holds (results that came back before an earlier one), counts
+    against the window: a slow item holds back new submissions, not an unbounded pile of results.
 
     The batch task runs carry no tags (the flow run keeps its own): Prefect asks the API for
     tag concurrency slots before every tagged task run, and fresh workers asking at once
@@ -61,8 +64,13 @@ def run_windowed(submit, items: Iterable, window: int, stage: str, total: int | 
         total = len(items)
     every = max(1, total // 10) if total else 10
     pending, in_flight, results, failures = iter(items), {}, [], []
-    for item in islice(pending, max(1, window)):
-        in_flight[untagged(item)] = item
+    end = object()
+
+    def fill():
+        while len(in_flight) + (held() if held else 0) < max(1, window) and (item := next(pending, end)) is not end:
+            in_flight[untagged(item)] = item
+
+    fill()
     done = 0
     while in_flight:
         fut = next(as_completed(list(in_flight)))
@@ -81,9 +89,7 @@ def run_windowed(submit, items: Iterable, window: int, stage: str, total: int | 
         done += 1
         if done == total or done % every == 0:
             logger.info("%s: %d/%s batches done", stage, done, total if total else "?")
-        nxt = next(pending, None)
-        if nxt is not None:
-            in_flight[untagged(nxt)] = nxt
+        fill()
     if failures:
         raise RuntimeError(f"{stage}: {len(failures)} of {done} batches failed; first: {failures[0]}") from failures[0]
     return results
@@ -299,12 +305,13 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
         params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model_spec(), train=config.train_spec())
         key = train_key(None, params)
         fresh = _cached_ok(out_dir, "train", key, model_files_exist(params["run_dir"]))
-        trained = train_task.with_options(refresh_cache=not fresh)(**params)
+        state = train_task.with_options(refresh_cache=not fresh)(**params, return_state=True)
+        trained = state.result()
         _stamp(out_dir, "train", key)
         history = json.loads(Path(trained["history"]).read_text())
         plot_loss(history, out_dir / "loss.png", objective=config.model_spec().objective)
         timings["train_s"] = round(time.perf_counter() - t, 1)
-        timings["train_cached"] = fresh
+        timings["train_cached"] = state.name == "Cached"
 
         t = time.perf_counter()
         encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight, codes)
@@ -315,10 +322,11 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
                   split_seed=config.split_seed, codes=codes, model_dir=str(out_dir / "model") if trained else None)
     key = report_key(None, params)
     fresh = _cached_ok(out_dir, "report", key, report_files_exist(str(out_dir)))
-    metrics = cluster_and_report_task.with_options(refresh_cache=not fresh)(**params)
+    state = cluster_and_report_task.with_options(refresh_cache=not fresh)(**params, return_state=True)
+    metrics = state.result()
     _stamp(out_dir, "report", key)
     timings["cluster_s"] = round(time.perf_counter() - t, 1)
-    timings["cluster_cached"] = fresh
+    timings["cluster_cached"] = state.name == "Cached"  # the very results of the last run in this folder
     return metrics, trained
 
 
@@ -326,7 +334,7 @@ def common_reject(store_url: str) -> str:
     """The most common kind of reject in the store, for a message: ``'too short' (2177)``."""
     from collections import Counter
 
-    kinds = Counter(reason.split(":")[0] for _, reason in Store.open(store_url).rejects())
+    kinds = Counter(reject_kind(reason) for _, reason in Store.open(store_url).rejects())
     return ", ".join(f"'{k}' ({n})" for k, n in kinds.most_common(1)) or "none"
 
 

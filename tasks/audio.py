@@ -129,9 +129,15 @@ def probe_duration(path: str) -> float | None:
 
             with fsspec.open(path, "rb") as fh:
                 return float(sf.info(fh).duration)
-        return float(sf.info(path).duration)
+        return float(sf.info(check_regular(path)).duration)  # (a pipe would block the read)
     except Exception:
         return None
+
+
+def reject_kind(reason: str) -> str:
+    """The kind of a reject reason, without its details: reasons read ``kind: details``
+    (``undecodable: LibsndfileError: ...``, ``too short: 0.20 s < 0.50 s``)."""
+    return reason.split(":")[0]
 
 
 def check_regular(path: str) -> str:
@@ -139,8 +145,8 @@ def check_regular(path: str) -> str:
     read): then :class:`Rejected`. A file that does not exist is left to the read (an I/O error)."""
     if "://" not in path and not os.path.isfile(path) and os.path.lexists(path):
         if os.path.islink(path):
-            raise Rejected(f"broken symbolic link (to {os.readlink(path)})")
-        raise Rejected("not a regular file (a pipe, socket or device)")
+            raise Rejected(f"broken symbolic link: to {os.readlink(path)}")
+        raise Rejected("not a regular file: a pipe, socket or device")
     return path
 
 

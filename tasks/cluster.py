@@ -131,9 +131,11 @@ class Clusterer:
     def _nearest(self, z: np.ndarray) -> np.ndarray:
         return self._nearest_and_distance(z)[0]
 
-    def _nearest_and_distance(self, z: np.ndarray, rows: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid of each row of ``z`` and the Euclidean distance to it (``rows`` at a time)."""
+    def _nearest_and_distance(self, z: np.ndarray, floats: int = 1 << 25) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid of each row of ``z`` and the Euclidean distance to it, in slices of rows whose
+        (rows x k x dims) differences hold about ``floats`` numbers (128 MB)."""
         c = self.centroids_.astype(np.float32)
+        rows = max(1, floats // max(1, c.size))
         near, dist = np.empty(len(z), np.int64), np.empty(len(z), np.float32)
         for s in range(0, len(z), rows):
             d = ((z[s : s + rows, None, :] - c[None]) ** 2).sum(-1)

@@ -113,7 +113,11 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
     unchanged = np.zeros(len(status), bool)
     for i in todo:
         try:
-            path = source_path(root, str(paths[i]))
+            try:
+                path = source_path(root, str(paths[i]))
+            except Rejected:  # not read: no content hash to keep (a link restored later is decoded afresh)
+                hashes[i] = ""
+                raise
             try:
                 digest, data = read_and_hash(path, store.hash_algorithm)
             except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it

@@ -322,10 +322,12 @@ def test_a_read_that_fails_once_is_retried_and_a_permanent_one_names_the_file(pr
         assert int(open(tmp_path / "count2").read()) == 3  # the first try and two retries
 
 
-def test_windowed_batches_stream_their_items_and_results_and_name_the_failed_one(prefect_api):
-    """run_windowed reads a stream of items only as the window opens, hands each result over as it
-    comes (what `assign` relies on to hold neither the listing nor the rows), and a failed item is
-    reported to the caller, does not stop the others, and fails the stage at the end."""
+@pytest.mark.parametrize("holding", [0, 1])
+def test_windowed_batches_stream_their_items_and_results_and_name_the_failed_one(prefect_api, holding):
+    """run_windowed reads a stream of items only as the window opens (less what the caller holds),
+    hands each result over as it comes (what `assign` relies on to hold neither the listing nor
+    the rows), and a failed item is reported to the caller, does not stop the others, and fails
+    the stage at the end."""
     from prefect import flow, task
 
     from flows.pipeline import run_windowed
@@ -344,13 +346,13 @@ def test_windowed_batches_stream_their_items_and_results_and_name_the_failed_one
         return i * i
 
     def on_result(item, result):
-        assert read[0] - len(seen) - len(failed) <= window  # never more than the window read ahead
+        assert read[0] - len(seen) - len(failed) <= window - holding  # never more than the window read ahead
         seen.append((item, result))
 
     @flow
     def stage():
         return run_windowed(square.submit, items(), window, "test", on_result=on_result,
-                            on_failure=lambda item, exc: failed.append((item, str(exc))))
+                            on_failure=lambda item, exc: failed.append((item, str(exc))), held=lambda: holding)
 
     with pytest.raises(RuntimeError, match="test: 1 of 20 batches failed; first: item 7 is bad"):
         stage()

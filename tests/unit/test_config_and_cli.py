@@ -97,7 +97,6 @@ runner = CliRunner()
         (["run", ".", "--out", "pyproject.toml/run"], "cannot write the run folder pyproject.toml/run"),
         (["run", ".", "--store", "pyproject.toml/s.zarr"], "cannot write the store's folder"),
         (["preprocess", ".", "--store", "pyproject.toml/s.zarr"], "cannot write the store's folder"),
-        (["assign", ".", "--model", ".", "--out", "pyproject.toml/a.csv"], "not a finished audioclust run"),
     ],
 )
 def test_cli_errors_are_one_line(args, message):

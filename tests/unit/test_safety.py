@@ -119,3 +119,57 @@ def test_local_workers_get_heap_friendly_malloc_settings():
     dask_task_runner(load_config("fast"), "http://127.0.0.1:4200/api")
     environ = dask.config.get("distributed.nanny.pre-spawn-environ")
     assert all(environ[k] == v for k, v in MALLOC_ENV.items())
+
+
+def test_a_link_that_breaks_is_rejected_and_stored_again_once_restored_and_a_loop_is_listed(tmp_path):
+    """A git-annex drop (the link breaks) and get (it points again): rejected, then stored again, not
+    kept as rejected by a stale content hash. A symbolic link loop is listed and rejected, not a crash."""
+    import os
+
+    from flows.corpus import scan
+    from storage import Geometry, Store
+    from storage.store import OK, REJECTED
+    from tasks.preprocess import preprocess_batch
+    from tasks.synth import make_corpus
+
+    audio, _ = make_corpus(tmp_path / "dataset", per_family=3, families=("tone",), seed=2)
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for p in sorted(audio.iterdir()):
+        (subset / p.name).symlink_to(p)
+    (subset / "loop.wav").symlink_to(subset / "loop.wav")
+    url = str(tmp_path / "s.zarr")
+    spec = AudioSpec(freq=64, frames=96, channels=1)
+    store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=8)
+
+    def run():
+        store.sync_manifest(scan(subset))
+        preprocess_batch(url, str(subset), 0, store.n_clips, spec)
+        s = Store.open(url)
+        return dict(zip(s.read("path"), s.read("status"))), dict(s.rejects())
+
+    status, rejects = run()
+    assert [status[f"tone_00{i}.wav"] for i in range(3)] == [OK] * 3 and status["loop.wav"] == REJECTED
+    assert rejects["loop.wav"].startswith("broken symbolic link")
+    target = audio / "tone_001.wav"
+    target.rename(tmp_path / "dropped.wav")  # the link breaks
+    status, rejects = run()
+    assert status["tone_001.wav"] == REJECTED and rejects["tone_001.wav"] == f"broken symbolic link: to {target}"
+    (tmp_path / "dropped.wav").rename(target)  # and points again
+    status, rejects = run()
+    assert status["tone_001.wav"] == OK and "tone_001.wav" not in rejects
+
+
+def test_probing_a_pipe_for_its_duration_does_not_block(tmp_path):
+    """The default preset samples durations before preprocessing: a pipe among the files must not hang it."""
+    import os
+    import threading
+
+    from tasks.audio import probe_duration
+
+    os.mkfifo(tmp_path / "pipe.wav")
+    got = []
+    th = threading.Thread(target=lambda: got.append(probe_duration(str(tmp_path / "pipe.wav"))), daemon=True)
+    th.start()
+    th.join(10)
+    assert got == [None]
