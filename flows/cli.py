@@ -244,7 +244,12 @@ def assign(
         from flows.assign import assign_flow
 
         # the flow streams its rows into a CSV (ours, or a temporary one to print)
-        target = out.resolve() if out else Path(tempfile.mkstemp(prefix="audioclust-assign-", suffix=".csv")[1])
+        if out:
+            target = out.resolve()
+        else:
+            fd, name = tempfile.mkstemp(prefix="audioclust-assign-", suffix=".csv")
+            os.close(fd)
+            target = Path(name)
         try:
             # absolute paths: the workers of a --dask-address cluster may run in another directory
             root = input_dir if is_url(input_dir) else str(Path(input_dir).resolve())
