@@ -132,8 +132,10 @@ def contingency(labels: Sequence[str], clusters: Sequence[int], path: str | Path
     return save(fig, path)
 
 
-def html_report(title: str, sections: Sequence[tuple[str, str]], figures: Sequence[Path], path: str | Path) -> Path:
-    """One self-contained HTML file: ``sections`` are (heading, HTML body); figures are embedded as base64 PNG."""
+def html_report(title: str, sections: Sequence[tuple[str, str]], figures: Sequence[Path], path: str | Path,
+                captions: dict[str, str] | None = None) -> Path:
+    """One self-contained HTML file: ``sections`` are (heading, HTML body); figures are embedded as base64 PNG,
+    each captioned by ``captions[file stem]`` where given, else by its file name."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
@@ -149,7 +151,7 @@ def html_report(title: str, sections: Sequence[tuple[str, str]], figures: Sequen
     for fig in figures:
         data = base64.b64encode(Path(fig).read_bytes()).decode()
         parts.append(f"<figure><img alt='{html.escape(Path(fig).stem)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(Path(fig).name)}</figcaption></figure>")
+                     f"<figcaption>{html.escape((captions or {}).get(Path(fig).stem, Path(fig).name))}</figcaption></figure>")
     parts.append("</body></html>")
     Path(path).write_text("\n".join(parts), encoding="utf-8")
     return Path(path)

@@ -159,14 +159,26 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     summary = {"input": metrics.get("input_dir"), **summary}
     if metrics.get("labels_file"):  # which labels were scored: the same run may be scored on several columns
         summary["labels"] = f"{metrics['labels_file']} (column '{metrics.get('label_column') or 'label'}')"
+    timings = {k.removesuffix("_s"): f"{v:.1f}" for k, v in (metrics.get("timings") or {}).items() if k.endswith("_s")}
+    split_note = ("<p><i>all</i>: every labelled clip. <i>public</i> and <i>private</i>: the two halves of a fixed, "
+                  f"seeded split of the clips (seed {metrics.get('config', {}).get('split_seed', 0)}), scored apart as the "
+                  "report's leaderboard did. NMI and AMI: 1 when clusters and labels match, AMI and ARI 0 by chance; "
+                  "ACC: the share of clips whose cluster maps to their label (one-to-one, Hungarian).</p>")
     sections = [
         ("Summary", html_table([summary])),
-        ("Scores", html_table(scores) if scores else "<p>No labels: no scores.</p>"),
+        ("Scores", html_table(scores) + split_note if scores else "<p>No labels: no scores.</p>"),
         ("Cluster sizes", html_table([{"cluster": i, "clips": n} for i, n in enumerate(metrics.get("cluster_sizes", []))])),
         ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects()])),
+        ("Stage times (seconds)", html_table([timings]) if timings else "<p>none recorded</p>"),
         ("Configuration", f"<pre>{_html.escape(json.dumps(metrics.get('config', {}), indent=1))}</pre>"),
     ]
-    return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html")
+    captions = {
+        "loss": "Training loss per epoch (the report's Figure 8).",
+        "embedding": "The clips' features in two dimensions, coloured by cluster: clusters that overlap here are hard to tell apart.",
+        "contingency": "Clips per label (rows) and cluster (columns), clusters ordered by their matched label: "
+                       "a strong diagonal means the clusters follow the labels.",
+    }
+    return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html", captions)
 
 
 def publish_artifacts(metrics: dict, out_dir: Path) -> None:

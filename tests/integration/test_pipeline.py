@@ -87,6 +87,9 @@ def test_outputs_and_scores(pipeline_run):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "notes.wav" in html  # figures and rejects embedded
+    # what was scored against, what the splits are, where the time went, what each figure shows
+    assert "(column &#x27;label&#x27;)" in html and "the two halves of a fixed, seeded split" in html
+    assert "Stage times" in html and "Training loss per epoch" in html
     assert (out / "model" / "encoder.keras").is_file()
     assert metrics["epochs"] >= 1
 
