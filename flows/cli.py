@@ -122,15 +122,9 @@ def _print_result(metrics: dict, seconds: float) -> None:
         soft_wrap=True,  # one line whatever the terminal's width: easy to grep
     )
     console.print(f"predictions: {metrics['predictions']}\nreport:      {metrics['report']}", soft_wrap=True)
-    if metrics["rejected"] * 2 > metrics["found"]:
-        from collections import Counter
-
-        from tasks.audio import reject_kind
-
-        with open(metrics["rejects_file"], newline="") as fh:
-            kinds = Counter(reject_kind(r["reason"]) for r in csv.DictReader(fh))
-        kind, n = kinds.most_common(1)[0]
-        err.print(f"[yellow]warning:[/] {metrics['rejected']} of {metrics['found']} files were rejected, {n} as '{kind}': "
+    most = (metrics.get("preprocess") or {}).get("commonest_reject")  # set by the pipeline when over half are rejected
+    if most:
+        err.print(f"[yellow]warning:[/] {metrics['rejected']} of {metrics['found']} files were rejected, most as {most}: "
                   "is the preset right for this corpus? (see the rejects file)", highlight=False, soft_wrap=True)
 
 

@@ -36,14 +36,13 @@ from tasks.audio import probe_duration, reject_kind
 from tasks.train import model_files_exist, train_task
 
 
-def run_windowed(submit, items: Iterable, window: int, stage: str, total: int | None = None,
-                 on_result: Callable | None = None, on_failure: Callable | None = None,
-                 held: Callable[[], int] | None = None) -> list:
+def run_windowed(submit, items: Iterable, window: int, stage: str, on_result: Callable | None = None,
+                 on_failure: Callable | None = None, held: Callable[[], int] | None = None) -> list:
     """Submit ``submit(item)`` for every item with at most ``window`` in flight; log progress.
 
     Every item runs even if some fail; failures are raised together at the end. ``items`` may
-    be a stream (a generator): it is read only as the window opens, and ``total`` (for the
-    progress lines) defaults to ``len(items)`` where it has one. With ``on_result(item, result)``
+    be a stream (a generator): it is read only as the window opens (the progress lines then
+    count without a total). With ``on_result(item, result)``
     results are handed over as they come and not kept (the returned list is then empty);
     ``on_failure(item, exc)`` hears of each failed item as it fails. ``held()``, the number of
     results the caller still holds (results that came back before an earlier one), counts
@@ -60,8 +59,7 @@ def run_windowed(submit, items: Iterable, window: int, stage: str, total: int | 
         with TagsContext(current_tags=set()):
             return submit(item)
 
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)
+    total = len(items) if hasattr(items, "__len__") else None
     every = max(1, total // 10) if total else 10
     pending, in_flight, results, failures = iter(items), {}, [], []
     end = object()
@@ -331,7 +329,7 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
 
 
 def common_reject(store_url: str) -> str:
-    """The most common kind of reject in the store, for a message: ``'too short' (2177)``."""
+    """The most common kind of reject in the store, for messages: ``'too short' (2177)``."""
     from collections import Counter
 
     kinds = Counter(reject_kind(reason) for _, reason in Store.open(store_url).rejects())
@@ -359,7 +357,7 @@ def pipeline(
         timings["preprocess_s"] = round(time.perf_counter() - t, 1)
         get_run_logger().info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
         if counts["rejected"] * 2 > counts["found"] or counts["stored"] < config.k:
-            most = common_reject(store_url)
+            most = counts["commonest_reject"] = common_reject(store_url)  # (the CLI's warning names it too)
             if counts["stored"] < config.k:  # before any training; a Failed state, not a traceback
                 why = f" ({counts['rejected']} of {counts['found']} files rejected, most as {most})" if counts["rejected"] else ""
                 return Failed(message=f"cannot make {config.k} clusters from {counts['stored']} stored clips{why}; lower --k, or add clips")

@@ -73,8 +73,8 @@ def assign(
         else:
             blocks = np.concatenate([to_blocks(img, geo.block, geo.width) for img in images])
             x = clip_features(encode_blocks(encoder, blocks), geo.blocks_per_clip, clusterer.features.block_pool)
-        far = clusterer.farther_than(x)
-        for j, ((i, _), c) in enumerate(zip(pending, clusterer.predict(x))):
+        clusters, far = clusterer.predict_and_rank(x)
+        for j, ((i, _), c) in enumerate(zip(pending, clusters)):
             rows[i]["cluster"] = int(c)
             rows[i]["farther_than"] = "" if far is None else round(float(far[j]), 3)
         if progress:

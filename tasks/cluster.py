@@ -153,10 +153,15 @@ class Clusterer:
         """Per row: the share of the fitted clips that lie closer to their centroid than this row lies to
         its own (0.5: a typical clip; 1.0: farther out than all of them, a likely outlier). None when
         the spread was not kept (IDEC runs, older runs)."""
+        return self.predict_and_rank(x)[1]
+
+    def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict` and :meth:`farther_than` from one pass over the centroids."""
+        near, dist = self._nearest_and_distance(self.transform(x))
         if self.distance_quantiles_ is None:
-            return None
+            return near, None
         q = np.asarray(self.distance_quantiles_)
-        return np.interp(self._nearest_and_distance(self.transform(x))[1], q, np.linspace(0, 1, len(q)))
+        return near, np.interp(dist, q, np.linspace(0, 1, len(q)))
 
     def save(self, path: str | Path) -> None:
         arrays = {k: v for k, v in vars(self).items() if k.endswith("_") and v is not None}

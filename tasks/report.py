@@ -158,10 +158,10 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     summary["clustering"] = config.get("cluster") if config.get("features", "network") == "network" else f"{config.get('cluster')} on mfcc-stats"
     summary = {"input": metrics.get("input_dir"), **summary}
     if metrics.get("labels_file"):  # which labels were scored: the same run may be scored on several columns
-        summary["labels"] = f"{metrics['labels_file']} (column '{metrics.get('label_column') or 'label'}')"
+        summary["labels"] = labels_scored(metrics)
     timings = {k.removesuffix("_s"): f"{v:.1f}" for k, v in (metrics.get("timings") or {}).items() if k.endswith("_s")}
     split_note = ("<p><i>all</i>: every labelled clip. <i>public</i> and <i>private</i>: the two halves of a fixed, "
-                  f"seeded split of the clips (seed {metrics.get('config', {}).get('split_seed', 0)}), scored apart as the "
+                  f"seeded split of the clips (seed {config.get('split_seed', 0)}), scored apart as the "
                   "report's leaderboard did. NMI and AMI: 1 when clusters and labels match, AMI and ARI 0 by chance; "
                   "ACC: the share of clips whose cluster maps to their label (one-to-one, Hungarian).</p>")
     sections = [
@@ -181,12 +181,17 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html", captions)
 
 
+def labels_scored(metrics: dict) -> str:
+    """Which labels a run was scored against: ``labels.csv (column 'digit')``."""
+    return f"{metrics['labels_file']} (column '{metrics.get('label_column') or 'label'}')"
+
+
 def publish_artifacts(metrics: dict, out_dir: Path) -> None:
     """The run's Prefect artifacts: summary, scores, cluster sizes, rejects and links to the files."""
     extra = {"rejected": metrics["rejected"], "epochs": metrics.get("epochs"), "device": metrics.get("device"),
              "timings": metrics.get("timings")}
     if metrics.get("labels_file"):
-        extra["labels"] = f"{metrics['labels_file']} (column '{metrics.get('label_column') or 'label'}')"
+        extra["labels"] = labels_scored(metrics)
     create_markdown_artifact(markdown=metrics_markdown(metrics, extra), key="audioclust-summary", description="Run summary")
     if metrics["scores"]:
         create_table_artifact(
