@@ -2,7 +2,8 @@
 
 For each corpus (esc10 from ../shared/data when present, and a synthesized one of --clips
 clips) prints: a plain single-process loop over the same feature function (the floor), the
-flow's own per-clip work in one process (the same task ranges through ``preprocess_batch``:
+same loop split over as many independent processes as each --workers count above 1 (no Dask, no
+store: the ceiling the machine's cores allow that many workers), the flow's own per-clip work in one process (the same task ranges through ``preprocess_batch``:
 the loop's work plus the content hash and the store writes), the same task ranges on bare
 dask.distributed (LocalCluster, each --workers count above 1), and the Prefect flow with each
 --workers count (1 and 2 by default): clips per second, speed-up over the loop, peak RSS of the largest
@@ -55,27 +56,73 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def _features(audio: Path, paths: list[str], config) -> None:
+    """The feature function over ``paths``: decode, Mel image, blocks (rejects skipped)."""
+    from tasks.audio import Rejected, image, load_clip, to_blocks
+
+    spec, geo = config.audio_spec(), config.geometry()
+    for p in paths:
+        try:
+            y, _ = load_clip(str(audio / p), spec)
+            to_blocks(image(y, spec), geo.block, geo.width)
+        except Rejected:
+            pass
+
+
 def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, float, int]:
     """The feature function over every file, in this process. ``threads`` caps the BLAS/OpenMP pools
     (a Dask worker runs with ``threads_per_worker`` of them); None leaves the libraries' defaults."""
     from threadpoolctl import threadpool_limits
 
     from flows.corpus import scan
-    from tasks.audio import Rejected, image, load_clip, to_blocks, warm_up
+    from tasks.audio import warm_up
 
-    spec, geo = config.audio_spec(), config.geometry()
     paths = [e.path for e in scan(audio)]
-    warm_up(spec)  # imports and numba compilation happen before the clock, as the workers' warm-up does
+    warm_up(config.audio_spec())  # imports and numba compilation happen before the clock, as the workers' warm-up does
     with PeakRSS() as mem, threadpool_limits(limits=threads):
         t = time.perf_counter()
-        for p in paths:
-            try:
-                y, _ = load_clip(str(audio / p), spec)
-                to_blocks(image(y, spec), geo.block, geo.width)
-            except Rejected:
-                pass
+        _features(audio, paths, config)
         dt = time.perf_counter() - t
     return len(paths) / dt, mem.peak_mb, len(paths)
+
+
+def _loop_part(audio: Path, paths: list[str], config, threads: int, ready, go, out) -> None:
+    """One of ``loop_processes``' processes: warm up, wait for the others, time its share."""
+    from threadpoolctl import threadpool_limits
+
+    from tasks.audio import warm_up
+
+    warm_up(config.audio_spec())
+    with threadpool_limits(limits=threads):
+        ready.wait()
+        go.wait()
+        t = time.perf_counter()
+        _features(audio, paths, config)
+        out.put(time.perf_counter() - t)
+
+
+def loop_processes(audio: Path, config, threads: int, processes: int) -> tuple[float, float, int]:
+    """The plain loop split over ``processes`` independent processes started together (no Dask, no
+    store): what this machine's cores give at all for that many workers, the ceiling of every
+    distributed row. Clips/s counts from the common start to the last process's end."""
+    import multiprocessing as mp
+
+    from flows.corpus import scan
+
+    paths = [e.path for e in scan(audio)]
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Barrier(processes + 1), ctx.Barrier(processes + 1), ctx.Queue()
+    procs = [ctx.Process(target=_loop_part, args=(audio, paths[i::processes], config, threads, ready, go, out))
+             for i in range(processes)]
+    with PeakRSS() as mem:
+        for proc in procs:
+            proc.start()
+        ready.wait()  # every process warmed up
+        go.wait()
+        times = [out.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+    return len(paths) / max(times), mem.peak_mb, len(paths)
 
 
 def fresh_store(audio: Path, config, url: str, workers: int = 2):
@@ -172,6 +219,7 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
             "loop": lambda wk: plain_loop(audio, config, threads),
             "loop-threads": lambda wk: plain_loop(audio, config),
             "serial": lambda wk: serial_batches(audio, config, wk, threads),
+            **{f"procs{w}": (lambda wk, w=w: loop_processes(audio, config, threads, w)) for w in many},
             **{f"bare{w}": (lambda wk, w=w: bare_dask(audio, config, wk, w)) for w in many},
         }
     measures.update({f"flow{w}": (lambda wk, w=w: flow(audio, config, wk, w)) for w in (workers if not only_flow else (most,))})
@@ -194,12 +242,16 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
     rate_s, mem_s, size_s = med["serial"]
     rows.append([name, n, "serial batches (loop + hash + store), 1 process", rate_s, rate_s / rate0, mem_s, size_s / n, ""])
     for w in many:
+        rate_p, mem_p = med[f"procs{w}"][:2]
+        rows.append([name, n, f"plain loop, {w} processes (the cores' ceiling)", rate_p, rate_p / rate0, mem_p, "", ""])
+    for w in many:
         rate_b, mem_b, size_b = med[f"bare{w}"]
         rows.append([name, n, f"bare dask.distributed, {w} workers", rate_b, rate_b / rate0, mem_b, size_b / n, ""])
     for w in workers:
         rate, mem, size, wall = med[f"flow{w}"]
         note = f"{rate / rate_s:.2f}x serial batches; "
         if w > 1:
+            note += f"{rate / med[f'procs{w}'][0]:.2f}x the {w}-process loop; "
             over = sorted(b[0] / f[0] for b, f in zip(runs[f"bare{w}"], runs[f"flow{w}"]))
             note += f"{over[len(over) // 2]:.2f}x bare dask time (range {over[0]:.2f}-{over[-1]:.2f}); "
         note += f"{wall:.0f} s wall with cluster start"
@@ -234,8 +286,9 @@ def main() -> None:
         bench_corpus("esc10", esc10, config, work / "esc10", rows, args.only_flow, args.repeats, workers)
     synth = synth_corpus(work / "synth", args.clips)
     bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow, args.repeats, workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print_table(
-        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()} cores",
+        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {cores} cores",
         ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],
         rows,
     )
