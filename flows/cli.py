@@ -102,15 +102,21 @@ def _writable(folder: Path | str, what: str) -> None:
         _fail(f"cannot write {what} {folder}: {exc.strerror or exc}")
 
 
-def _print_result(metrics: dict, seconds: float) -> None:
-    table = Table(title=f"audioclust: {metrics['stored']} clips clustered into k = {metrics['k']}")
+def _print_scores(scores: dict, title: str) -> None:
+    """The scores table (one row per split) and the NMI line, when there are scores."""
+    if not scores:
+        return
+    table = Table(title=title)
     for col in ("split", "clips", "NMI", "AMI", "ARI", "ACC"):
         table.add_column(col, justify="right")
-    for split, s in metrics["scores"].items():
+    for split, s in scores.items():
         table.add_row(split, str(s["n"]), f"{s['nmi']:.4f}", f"{s['ami']:.4f}", f"{s['ari']:.4f}", f"{s['acc']:.4f}")
-    if metrics["scores"]:
-        console.print(table)
-        console.print(f"NMI {metrics['scores']['all']['nmi']:.4f}")
+    console.print(table)
+    console.print(f"NMI {scores['all']['nmi']:.4f}")
+
+
+def _print_result(metrics: dict, seconds: float) -> None:
+    _print_scores(metrics["scores"], f"audioclust: {metrics['stored']} clips clustered into k = {metrics['k']}")
     timings = metrics.get("timings") or {}
     cached = [what for what, key in (("the network", "train_cached"), ("the clustering", "cluster_cached")) if timings.get(key)]
     console.print(
@@ -407,6 +413,46 @@ def serve(
         watch_corpus.serve(name=name, interval=watch, parameters=params, tags=["audioclust", "watch"])
     else:
         cluster_corpus.serve(name=name, cron=cron, parameters=params, tags=["audioclust"])
+
+
+@app.command()
+def score(
+    run_dir: Path = typer.Argument(..., metavar="RUN", help="A finished run folder (the --out of `audioclust run`)."),
+    labels: str = typer.Option(..., "--labels", help="CSV with a 'file' column and the label column; files named by relative path or by name."),
+    label_column: str = LabelColumnOpt,
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the public/private split \\[default: the run's]."),
+) -> None:
+    """Score a finished run's clusters against labels, without running anything again.
+
+    For another label column (fsdd's speaker beside its digit) or another labels file: prints the
+    scores table as `run` does and writes RUN/scores-COLUMN.json. The run's metrics.json and
+    report.html stay as they are.
+    """
+    import json
+
+    from flows.corpus import InputError, label_lookup, read_labels
+    from tasks.metrics import score_predictions
+
+    predictions = run_dir / "predictions.csv"
+    if not predictions.is_file():
+        _fail(f"{run_dir} is not a finished run folder: no predictions.csv")
+    try:
+        label_of = label_lookup(read_labels(labels, label_column))
+    except InputError as exc:
+        _fail(str(exc))
+    run_metrics = run_dir / "metrics.json"
+    if split_seed is None:
+        config = json.loads(run_metrics.read_text()).get("config", {}) if run_metrics.is_file() else {}
+        split_seed = int(config.get("split_seed", 0))
+    result = score_predictions(predictions, label_of, split_seed)
+    if not result["labelled"]:
+        _fail(f"none of the {result['clips']} clustered files has a label in column '{label_column}' of {labels}", code=1)
+    result.update(run=str(run_dir), labels_file=labels, label_column=label_column, split_seed=split_seed)
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label_column)
+    out = run_dir / f"scores-{safe}.json"
+    out.write_text(json.dumps(result, indent=1))
+    _print_scores(result["scores"], f"{run_dir}: {result['labelled']} of {result['clips']} clustered clips labelled in '{label_column}'")
+    console.print(f"scores: {out}", soft_wrap=True)
 
 
 @app.command()

@@ -94,6 +94,44 @@ def test_outputs_and_scores(pipeline_run):
     assert metrics["epochs"] >= 1
 
 
+def test_score_rescores_a_finished_run_on_another_label_column(pipeline_run, tmp_path):
+    from sklearn.metrics import normalized_mutual_info_score
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out, _ = pipeline_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    runner = CliRunner()
+    # the run's own labels and column: exactly the run's scores, nothing re-run
+    result = runner.invoke(app, ["score", str(out), "--labels", metrics["labels_file"]])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "scores-label.json").read_text())["scores"] == metrics["scores"]
+    # another column: a coarser grouping of the families, three files left unlabelled
+    with open(metrics["labels_file"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    texture = {"tone": "tonal", "chirps_high": "tonal", "noise_bursts": "noisy", "clicks": "noisy"}
+    extra = tmp_path / "labels.csv"
+    with open(extra, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label", "texture"])
+        w.writerows([r["file"], r["label"], "" if i < 3 else texture[r["label"]]] for i, r in enumerate(rows))
+    result = runner.invoke(app, ["score", str(out), "--labels", str(extra), "--label-column", "texture"])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((out / "scores-texture.json").read_text())
+    assert scored["labelled"] == metrics["labelled"] - 3 == scored["scores"]["all"]["n"]
+    by_name = {Path(r["file"]).name: texture[r["label"]] for r in rows[3:]}
+    with open(out / "predictions.csv", newline="") as fh:
+        pairs = [(by_name[Path(r["file"]).name], int(r["cluster"])) for r in csv.DictReader(fh) if Path(r["file"]).name in by_name]
+    assert scored["scores"]["all"]["nmi"] == pytest.approx(normalized_mutual_info_score(*zip(*pairs)))
+    assert "texture" in result.output and f"{scored['scores']['all']['nmi']:.4f}" in result.output
+    # mistakes: one line each
+    missing = runner.invoke(app, ["score", str(out), "--labels", str(extra), "--label-column", "speaker"])
+    assert missing.exit_code == 2 and "needs columns 'file' and 'speaker'" in missing.output and "Traceback" not in missing.output
+    not_a_run = runner.invoke(app, ["score", str(tmp_path), "--labels", str(extra)])
+    assert not_a_run.exit_code == 2 and "not a finished run folder" in not_a_run.output
+
+
 def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
     """Task runs executed in Dask worker processes are visible through the flow's API."""
     import asyncio
