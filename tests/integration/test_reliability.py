@@ -239,7 +239,7 @@ def test_a_killed_run_is_finished_by_the_next(prefect_api, small_corpus, tmp_pat
 
     # 2. killed mid-training: the re-run resumes from the last checkpoint
     out_dir = tmp_path / "run"
-    args = ("run", str(audio), "--labels", str(labels), "--k", "4", "--preset", "fast", "--out", str(out_dir), "--epochs", "30")
+    args = ("run", str(audio), "--labels", str(labels), "--k", "4", "--preset", "fast", "--out", str(out_dir), "--epochs", "12")
     env = {"AUDIOCLUST_MIN_DELTA": "0", "AUDIOCLUST_PATIENCE": "100"}
     state = out_dir / "model" / "checkpoint" / "state.json"
 
@@ -261,7 +261,7 @@ def test_a_killed_run_is_finished_by_the_next(prefect_api, small_corpus, tmp_pat
     import json
 
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 30 and metrics["scores"]["all"]["nmi"] > 0.3
+    assert metrics["epochs"] == 12 and metrics["scores"]["all"]["nmi"] > 0.3
 
 
 from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
