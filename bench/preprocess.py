@@ -87,14 +87,14 @@ def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, 
 
 
 def _loop_part(audio: Path, paths: list[str], config, threads: int, ready, go, out) -> None:
-    """One of ``loop_processes``' processes: warm up, wait for the others, time its share."""
+    """One of ``loop_processes``' processes: warm up, say so, wait for the start, time its share."""
     from threadpoolctl import threadpool_limits
 
     from tasks.audio import warm_up
 
     warm_up(config.audio_spec())
     with threadpool_limits(limits=threads):
-        ready.wait()
+        ready.put(True)
         go.wait()
         t = time.perf_counter()
         _features(audio, paths, config)
@@ -102,24 +102,41 @@ def _loop_part(audio: Path, paths: list[str], config, threads: int, ready, go, o
 
 
 def loop_processes(audio: Path, config, threads: int, processes: int) -> tuple[float, float, int]:
-    """The plain loop split over ``processes`` independent processes started together (no Dask, no
-    store): what this machine's cores give at all for that many workers, the ceiling of every
-    distributed row. Clips/s counts from the common start to the last process's end."""
+    """The plain loop split over ``processes`` independent processes released together once all have
+    warmed up (no Dask, no store): what this machine's cores give at all for that many workers, the
+    ceiling of every distributed row. Clips/s over the longest of the processes' timed shares.
+    A process that fails stops the benchmark with its exit code (its traceback is above)."""
     import multiprocessing as mp
+    import queue
 
     from flows.corpus import scan
 
     paths = [e.path for e in scan(audio)]
     ctx = mp.get_context("spawn")
-    ready, go, out = ctx.Barrier(processes + 1), ctx.Barrier(processes + 1), ctx.Queue()
+    ready, go, out = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_loop_part, args=(audio, paths[i::processes], config, threads, ready, go, out))
              for i in range(processes)]
+
+    def collect(q) -> list:
+        """One item from every process; a process that exits with an error ends the wait."""
+        items: list = []
+        while len(items) < processes:
+            try:
+                items.append(q.get(timeout=0.5))
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    for proc in procs:
+                        proc.kill()
+                    raise RuntimeError(f"a loop process exited with code {dead[0]}") from None
+        return items
+
     with PeakRSS() as mem:
         for proc in procs:
             proc.start()
-        ready.wait()  # every process warmed up
-        go.wait()
-        times = [out.get() for _ in procs]
+        collect(ready)  # every process warmed up
+        go.set()  # the clocks start together
+        times = collect(out)
         for proc in procs:
             proc.join()
     return len(paths) / max(times), mem.peak_mb, len(paths)

@@ -420,13 +420,13 @@ def score(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="A finished run folder (the --out of `audioclust run`)."),
     labels: str = typer.Option(..., "--labels", help="CSV with a 'file' column and the label column; files named by relative path or by name."),
     label_column: str = LabelColumnOpt,
-    split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Seed of the public/private split \\[default: the run's]."),
+    split_seed: Optional[int] = typer.Option(None, "--split-seed", min=0, help="Seed of the public/private split \\[default: the run's]."),
 ) -> None:
     """Score a finished run's clusters against labels, without running anything again.
 
     For another label column (fsdd's speaker beside its digit) or another labels file: prints the
-    scores table as `run` does and writes RUN/scores-COLUMN.json. The run's metrics.json and
-    report.html stay as they are.
+    scores table as `run` does and writes RUN/scores-COLUMN.json (replacing an earlier scoring of
+    that column). The run's metrics.json and report.html stay as they are.
     """
     import json
 
@@ -436,23 +436,42 @@ def score(
     predictions = run_dir / "predictions.csv"
     if not predictions.is_file():
         _fail(f"{run_dir} is not a finished run folder: no predictions.csv")
+    _writable(run_dir, "run folder")
     try:
         label_of = label_lookup(read_labels(labels, label_column))
     except InputError as exc:
         _fail(str(exc))
-    run_metrics = run_dir / "metrics.json"
-    if split_seed is None:
-        config = json.loads(run_metrics.read_text()).get("config", {}) if run_metrics.is_file() else {}
-        split_seed = int(config.get("split_seed", 0))
-    result = score_predictions(predictions, label_of, split_seed)
-    if not result["labelled"]:
-        _fail(f"none of the {result['clips']} clustered files has a label in column '{label_column}' of {labels}", code=1)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"cannot read labels file {labels}: {exc}")
+    if split_seed is None:  # the run's own split (runs from before the config was recorded used 0)
+        try:
+            run_metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+            split_seed = int(((run_metrics or {}).get("config") or {}).get("split_seed", 0))
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            _fail(f"cannot read the run's split seed from {run_dir / 'metrics.json'} ({exc}); give --split-seed")
+    try:
+        result = score_predictions(predictions, label_of, split_seed)
+    except (KeyError, ValueError, TypeError, OSError) as exc:  # a predictions.csv not written by a run
+        _fail(f"cannot read {predictions} (columns file,cluster expected): {exc!r}")
+    if not result["clips"]:
+        _fail(f"{predictions} lists no clips", code=1)
+    if result["labelled"] < 2:
+        _fail(f"{result['labelled']} of the {result['clips']} clustered files has a label in column '{label_column}' of {labels}: "
+              "nothing to score", code=1)
     result.update(run=str(run_dir), labels_file=labels, label_column=label_column, split_seed=split_seed)
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label_column)
-    out = run_dir / f"scores-{safe}.json"
+    out = run_dir / f"scores-{_file_name_part(label_column)}.json"
     out.write_text(json.dumps(result, indent=1))
     _print_scores(result["scores"], f"{run_dir}: {result['labelled']} of {result['clips']} clustered clips labelled in '{label_column}'")
     console.print(f"scores: {out}", soft_wrap=True)
+
+
+def _file_name_part(text: str) -> str:
+    """``text`` as part of a file name: itself when it is made of letters, digits, - and _; otherwise
+    those characters with a short hash of the whole, so that "x y" and "x_y" do not share a file."""
+    import hashlib
+
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
+    return safe if safe == text and text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 @app.command()

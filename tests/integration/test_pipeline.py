@@ -124,12 +124,19 @@ def test_score_rescores_a_finished_run_on_another_label_column(pipeline_run, tmp
     with open(out / "predictions.csv", newline="") as fh:
         pairs = [(by_name[Path(r["file"]).name], int(r["cluster"])) for r in csv.DictReader(fh) if Path(r["file"]).name in by_name]
     assert scored["scores"]["all"]["nmi"] == pytest.approx(normalized_mutual_info_score(*zip(*pairs)))
-    assert "texture" in result.output and f"{scored['scores']['all']['nmi']:.4f}" in result.output
+    printed = " ".join(result.output.split())
+    assert "labelled in 'texture'" in printed and f"NMI {scored['scores']['all']['nmi']:.4f}" in printed
     # mistakes: one line each
     missing = runner.invoke(app, ["score", str(out), "--labels", str(extra), "--label-column", "speaker"])
     assert missing.exit_code == 2 and "needs columns 'file' and 'speaker'" in missing.output and "Traceback" not in missing.output
     not_a_run = runner.invoke(app, ["score", str(tmp_path), "--labels", str(extra)])
     assert not_a_run.exit_code == 2 and "not a finished run folder" in not_a_run.output
+    # a column whose name is not a file name: its own file, not the one of a column spelled like it
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text(extra.read_text().replace("texture", "tex ture", 1))
+    result = runner.invoke(app, ["score", str(out), "--labels", str(spaced), "--label-column", "tex ture"])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.glob("scores-tex_ture-*.json")] and not (out / "scores-tex_ture.json").exists()
 
 
 def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
