@@ -432,6 +432,7 @@ def score(
 
     from flows.corpus import InputError, label_lookup, read_labels
     from tasks.metrics import score_predictions
+    from tasks.report import read_predictions
 
     predictions = run_dir / "predictions.csv"
     if not predictions.is_file():
@@ -450,7 +451,7 @@ def score(
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             _fail(f"cannot read the run's split seed from {run_dir / 'metrics.json'} ({exc}); give --split-seed")
     try:
-        result = score_predictions(predictions, label_of, split_seed)
+        result = score_predictions(read_predictions(predictions), label_of, split_seed)
     except (KeyError, ValueError, TypeError, OSError) as exc:  # a predictions.csv not written by a run
         _fail(f"cannot read {predictions} (columns file,cluster expected): {exc!r}")
     if not result["clips"]:

@@ -54,18 +54,14 @@ def evaluate(paths, labels_true, labels_pred, split_seed: int = 0) -> dict[str, 
     return out
 
 
-def score_predictions(predictions_csv, label_of, split_seed: int = 0) -> dict:
-    """Scores of a finished run's ``predictions.csv`` (columns file, cluster) against the labels
-    ``label_of(file)`` gives ("" for an unlabelled file), with the run's own split and scores:
-    on the run's label column this gives back the run's ``metrics.json`` scores.
+def score_predictions(rows, label_of, split_seed: int = 0) -> dict:
+    """Scores of a finished run's ``(file, cluster)`` rows (its ``predictions.csv``, see
+    :func:`tasks.report.read_predictions`) against the labels ``label_of(file)`` gives ("" for an
+    unlabelled file), with the run's own split and scores: on the run's label column this gives
+    back the run's ``metrics.json`` scores.
 
     Returns the clips clustered, the labelled ones among them, and :func:`evaluate`'s scores.
     """
-    import csv
-
-    with open(predictions_csv, newline="", encoding="utf-8") as fh:
-        rows = [(r["file"], int(r["cluster"])) for r in csv.DictReader(fh)]
-    labelled = [(f, label_of(f), c) for f, c in rows]
-    labelled = [row for row in labelled if row[1]]
+    labelled = [(f, label, c) for f, c in rows if (label := label_of(f))]
     scores = evaluate(*zip(*labelled), split_seed) if labelled else {}
     return {"clips": len(rows), "labelled": len(labelled), "scores": scores}

@@ -59,7 +59,7 @@ def cluster_and_report(
         clusterer.remember_spread(x)
     clusterer.save(out / "clusterer.npz")
 
-    with open(out / "predictions.csv", "w", newline="") as fh:
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "cluster"])
         w.writerows(zip(paths[ok], pred.tolist()))
@@ -94,6 +94,12 @@ def cluster_and_report(
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def read_predictions(path: str | Path) -> list[tuple[str, int]]:
+    """``(file, cluster)`` rows of a ``predictions.csv`` that :func:`cluster_and_report` wrote."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(r["file"], int(r["cluster"])) for r in csv.DictReader(fh)]
 
 
 def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
@@ -143,8 +149,7 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     ok = store.ok()
     clusterer = Clusterer.load(out / "clusterer.npz")
     features = clusterer.transform(clip_feature_matrix(store, clusterer.features, codes))
-    with open(out / "predictions.csv") as fh:
-        pred = dict((r["file"], int(r["cluster"])) for r in csv.DictReader(fh))
+    pred = dict(read_predictions(out / "predictions.csv"))
     paths = store.read("path")[ok]
     clusters = np.array([pred[p] for p in paths])
     figures = [out / "loss.png"] if (out / "loss.png").is_file() else []

@@ -3,6 +3,7 @@ import pytest
 
 from tasks.cluster import clip_features, kmeans
 from tasks.metrics import clustering_accuracy, evaluate, public_mask, score_predictions, scores
+from tasks.report import read_predictions
 
 
 def test_perfect_clustering_under_renaming():
@@ -62,9 +63,11 @@ def test_score_predictions_skips_unlabelled_files_and_matches_evaluate(tmp_path)
     csv_file.write_text("file,cluster\n" + "".join(f"{f},{c}\n" for f, c in zip(files, clusters)))
     labels = {f: "abc"[c] for f, c in zip(files, clusters)}
     labels["d/0.wav"] = labels["d/5.wav"] = ""  # unlabelled: not scored
-    result = score_predictions(csv_file, lambda f: labels.get(f, ""), split_seed=3)
+    rows = read_predictions(csv_file)
+    assert rows == list(zip(files, clusters))
+    result = score_predictions(rows, lambda f: labels.get(f, ""), split_seed=3)
     assert result["clips"] == 10 and result["labelled"] == 8
     kept = [i for i in range(10) if i not in (0, 5)]
     assert result["scores"] == evaluate([files[i] for i in kept], [labels[files[i]] for i in kept], [clusters[i] for i in kept], 3)
     assert result["scores"]["all"]["nmi"] == pytest.approx(1) and result["scores"]["all"]["n"] == 8
-    assert score_predictions(csv_file, lambda f: "")["scores"] == {}
+    assert score_predictions(rows, lambda f: "")["scores"] == {}
