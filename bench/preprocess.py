@@ -3,7 +3,7 @@
 For each corpus (esc10 from ../shared/data when present, and a synthesized one of --clips
 clips) prints: a plain single-process loop over the same feature function (the floor), the
 same loop split over as many independent processes as each --workers count above 1 (no Dask, no
-store: the ceiling the machine's cores allow that many workers), the flow's own per-clip work in one process (the same task ranges through ``preprocess_batch``:
+store: the ceiling the machine's cores allow that many workers), the flow's own per-clip work in one process (the same task ranges through ``preprocess_range``:
 the loop's work plus the content hash and the store writes), the same task ranges on bare
 dask.distributed (LocalCluster, each --workers count above 1), and the Prefect flow with each
 --workers count (1 and 2 by default): clips per second, speed-up over the loop, peak RSS of the largest
@@ -58,9 +58,10 @@ def du(path: Path) -> int:
 
 def _features(audio: Path, paths: list[str], config) -> None:
     """The feature function over ``paths``: decode, Mel image, blocks (rejects skipped)."""
-    from tasks.audio import Rejected, image, load_clip, to_blocks
+    from storage import to_blocks
+    from tasks.audio import Rejected, image, load_clip
 
-    spec, geo = config.audio_spec(), config.geometry()
+    spec, geo = config.audio, config.audio.geometry()
     for p in paths:
         try:
             y, _ = load_clip(str(audio / p), spec)
@@ -78,7 +79,7 @@ def plain_loop(audio: Path, config, threads: int | None = None) -> tuple[float, 
     from tasks.audio import warm_up
 
     paths = [e.path for e in scan(audio)]
-    warm_up(config.audio_spec())  # imports and numba compilation happen before the clock, as the workers' warm-up does
+    warm_up(config.audio)  # imports and numba compilation happen before the clock, as the workers' warm-up does
     with PeakRSS() as mem, threadpool_limits(limits=threads):
         t = time.perf_counter()
         _features(audio, paths, config)
@@ -92,7 +93,7 @@ def _loop_part(audio: Path, paths: list[str], config, threads: int, ready, go, o
 
     from tasks.audio import warm_up
 
-    warm_up(config.audio_spec())
+    warm_up(config.audio)
     with threadpool_limits(limits=threads):
         ready.put(True)
         go.wait()
@@ -149,26 +150,26 @@ def fresh_store(audio: Path, config, url: str, workers: int = 2):
     from flows.pipeline import feature_fingerprint, task_ranges
     from storage import Store
 
-    store, _ = Store.open_or_create(url, config.geometry(), config.clips_per_chunk, feature_fingerprint(str(audio), config))
+    store, _ = Store.open_or_create(url, config.audio.geometry(), config.runtime.clips_per_chunk, feature_fingerprint(str(audio), config))
     store.sync_manifest(scan(audio))
-    return store, task_ranges(store.pending_batches(), config.clips_per_task, workers)
+    return store, task_ranges(store.pending_chunks(), config.runtime.clips_per_task, workers)
 
 
 def serial_batches(audio: Path, config, work: Path, threads: int) -> tuple[float, float, int]:
-    """The flow's own work in this process: the same task ranges through ``preprocess_batch`` one
+    """The flow's own work in this process: the same task ranges through ``preprocess_range`` one
     after another (decode and features as the loop, plus the content hash and whole-chunk writes)."""
     from threadpoolctl import threadpool_limits
 
     from tasks.audio import warm_up
-    from tasks.preprocess import preprocess_batch
+    from tasks.preprocess import preprocess_range
 
     url = str(work / "serial.zarr")
     store, ranges = fresh_store(audio, config, url)
-    warm_up(config.audio_spec())
+    warm_up(config.audio)
     with PeakRSS() as mem, threadpool_limits(limits=threads):
         t = time.perf_counter()
         for s, e in ranges:
-            preprocess_batch(url, str(audio), s, e, config.audio_spec())
+            preprocess_range(url, str(audio), s, e, config.audio)
         dt = time.perf_counter() - t
     return store.n_clips / dt, mem.peak_mb, du(Path(url))
 
@@ -178,7 +179,7 @@ def bare_dask(audio: Path, config, work: Path, workers: int = 2) -> tuple[float,
     from distributed import Client, LocalCluster, as_completed
 
     from flows.runtime import configure_dask, worker_env
-    from tasks.preprocess import AudioWarmUp, preprocess_batch
+    from tasks.preprocess import AudioWarmUp, preprocess_range
 
     url = str(work / "bare.zarr")
     store, ranges = fresh_store(audio, config, url, workers)
@@ -187,9 +188,9 @@ def bare_dask(audio: Path, config, work: Path, workers: int = 2) -> tuple[float,
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                           host="127.0.0.1", env=worker_env("", 1)) as cluster, Client(cluster) as client:
             client.wait_for_workers(workers)
-            client.register_plugin(AudioWarmUp(config.audio_spec()))
+            client.register_plugin(AudioWarmUp(config.audio))
             t = time.perf_counter()
-            futs = [client.submit(preprocess_batch, url, str(audio), s, e, config.audio_spec(), pure=False) for s, e in ranges]
+            futs = [client.submit(preprocess_range, url, str(audio), s, e, config.audio, pure=False) for s, e in ranges]
             for f in as_completed(futs):
                 f.result()
             dt = time.perf_counter() - t
@@ -222,12 +223,12 @@ def bench_corpus(name: str, audio: Path, config, work: Path, rows: list, only_fl
     """Every row ``repeats`` times, interleaved (loop, bare dask, flows, loop, ...) so that the machine's
     slow spells fall on all rows alike; each row shows its median run, and the flow's cost over bare
     dask is the median of the per-round ratios (for every worker count above 1)."""
-    if not config.resolved:  # "auto" audio settings (the default preset): from the corpus, as the flow does
+    if not config.audio.resolved:  # "auto" audio settings (the default preset): from the corpus, as the flow does
         from tasks.audio import probe_duration
 
         config = config.resolve([d for p in sorted(audio.iterdir()) if (d := probe_duration(str(p))) is not None])
     n = sum(1 for _ in audio.iterdir())
-    threads = config.threads_per_worker
+    threads = config.runtime.threads_per_worker
     most = max(workers)
     many = [w for w in workers if w > 1]
     measures: dict = {}
@@ -305,7 +306,7 @@ def main() -> None:
     bench_corpus(f"synth-{args.clips}", synth, config, work / "synth", rows, args.only_flow, args.repeats, workers)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print_table(
-        f"preprocess, {config.preset} geometry {config.n_mels}x{config.n_frames}x{config.channels}, {cores} cores",
+        f"preprocess, {config.preset} geometry {config.audio.n_mels}x{config.audio.n_frames}x{config.audio.channels}, {cores} cores",
         ["corpus", "clips", "how", "clips/s", "vs loop", "peak RSS MB", "store B/clip", "orchestration"],
         rows,
     )

@@ -17,7 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
-import numpy as np  # noqa: E402
 
 from bench.common import SHARED_DATA, PeakRSS, print_table  # noqa: E402
 
@@ -25,12 +24,12 @@ from bench.common import SHARED_DATA, PeakRSS, print_table  # noqa: E402
 def build_store(audio: Path, url: str, config) -> None:
     from flows.corpus import scan
     from storage import Store
-    from tasks.preprocess import preprocess_batch
+    from tasks.preprocess import preprocess_range
 
-    store = Store.create(url, config.geometry(), config.clips_per_chunk)
+    store = Store.create(url, config.audio.geometry(), config.runtime.clips_per_chunk)
     store.sync_manifest(scan(audio))
-    for s, e in store.clip_batches():
-        preprocess_batch(url, str(audio), s, e, config.audio_spec())
+    for s, e in store.clip_chunks():
+        preprocess_range(url, str(audio), s, e, config.audio)
 
 
 def predict_rate(encoder_path: str, store_url: str, threads: int) -> tuple[float, float]:
@@ -40,8 +39,8 @@ def predict_rate(encoder_path: str, store_url: str, threads: int) -> tuple[float
 
     code = f"""
 import os, time, json
-from tasks.train import configure_tensorflow
-configure_tensorflow({threads})
+from tasks.keras_setup import configure_keras
+configure_keras({threads})
 from storage import Store
 from tasks.encode import encode_blocks, load_encoder
 from bench.common import PeakRSS
@@ -73,8 +72,7 @@ def main() -> None:
     from flows.pipeline import encode_flow
     from flows.runtime import run_on_dask
     from storage import Store
-    from tasks.model import build_autoencoder
-    from tasks.train import TrainSpec, train_autoencoder
+    from tasks.train import TrainingSettings, train_autoencoder
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-train-encode-"))
     config = load_config("seed", dashboard_address="127.0.0.1:0")
@@ -89,14 +87,14 @@ def main() -> None:
     src = Store.open(url)
     from flows.corpus import scan
 
-    sub = Store.create(sub_url, src.geometry, config.clips_per_chunk)
+    sub = Store.create(sub_url, src.geometry, config.runtime.clips_per_chunk)
     sub.sync_manifest(list(scan(audio))[: args.train_clips])
-    for s, e in sub.clip_batches():
+    for s, e in sub.clip_chunks():
         b0, b1 = sub.block_range(s, e)
         sub.write_clips(s, status=src.read("status", s, e), reasons=list(src.read("reason", s, e)), hashes=list(src.read("hash", s, e)),
                         durations=src.read("duration", s, e), blocks=src.read("blocks", b0, b1))
     with PeakRSS() as mem_train:
-        summary = train_autoencoder(sub_url, str(work / "model"), config.model_spec(), TrainSpec(epochs=1, batch_size=4, seed=0), log=lambda m: None)
+        summary = train_autoencoder(sub_url, str(work / "model"), config.model, TrainingSettings(epochs=1, batch_size=4, seed=0), log=lambda m: None)
     epoch_s = summary["train_seconds"] * n_clips / args.train_clips
     encoder = summary["encoder"]
 

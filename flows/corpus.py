@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
-from storage.store import FileEntry
+from storage import FileEntry
 
 
 class InputError(ValueError):
@@ -22,6 +22,12 @@ def is_url(path: str | os.PathLike) -> bool:
 
 def join(root: str, rel: str) -> str:
     return f"{str(root).rstrip('/')}/{rel}" if is_url(root) else os.path.join(root, rel)
+
+
+def corpus_name(input_dir: str) -> str:
+    """A short name for the corpus under ``input_dir`` (its folder, or the folder above a generic ``audio/``, ``clips/``...)."""
+    folder = Path(str(input_dir).split("://", 1)[-1].rstrip("/"))
+    return folder.parent.name if folder.name in ("audio", "clips", "wav", "data") and folder.parent.name else folder.name
 
 
 def check_root(root: str, storage_options: dict | None = None) -> None:

@@ -13,15 +13,10 @@ from typing import Any
 from prefect import flow, get_run_logger, tags
 
 from flows.config import load_config
-from flows.corpus import scan
+from flows.corpus import corpus_name, scan
 from flows.pipeline import feature_fingerprint, pipeline
 from flows.runtime import dask_task_runner, ensure_prefect_api
 from storage import Store, StoreError
-
-
-def corpus_name(input_dir: str) -> str:
-    folder = Path(str(input_dir).split("://", 1)[-1].rstrip("/"))
-    return folder.parent.name if folder.name in ("audio", "clips", "wav", "data") and folder.parent.name else folder.name
 
 
 @flow(name="audioclust-scheduled", flow_run_name="scheduled-{preset}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
-from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -24,16 +22,17 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 
 from flows.config import Config
-from flows.corpus import is_url, join, label_lookup, read_labels, scan
+from flows.corpus import corpus_name, is_url, join, label_lookup, read_labels, scan
 from storage import Store, StoreError
 from storage.lock import store_lock
-from tasks.caching import digest, file_digest, report_key, train_key
+from tasks import progress
+from tasks.caching import digest, file_digest, made_for, report_key, train_key
 from tasks.encode import encode_range_task
 from tasks.plots import plot_loss
-from tasks.preprocess import AudioWarmUp, preprocess_batch_task
-from tasks.report import cluster_and_report_task, publish_artifacts, report_files_exist, run_report
+from tasks.preprocess import AudioWarmUp, preprocess_range_task
+from tasks.report import cluster_and_report_task, publish_artifacts, run_report
 from tasks.audio import probe_duration, reject_kind
-from tasks.train import model_files_exist, train_task
+from tasks.train import train_task
 
 
 def run_windowed(submit, items: Iterable, window: int, stage: str, on_result: Callable | None = None,
@@ -68,6 +67,7 @@ def run_windowed(submit, items: Iterable, window: int, stage: str, on_result: Ca
         while len(in_flight) + (held() if held else 0) < max(1, window) and (item := next(pending, end)) is not end:
             in_flight[untagged(item)] = item
 
+    progress.start(stage, total, "tasks")
     fill()
     done = 0
     while in_flight:
@@ -86,7 +86,8 @@ def run_windowed(submit, items: Iterable, window: int, stage: str, on_result: Ca
                 results.append(result)
         done += 1
         if done == total or done % every == 0:
-            logger.info("%s: %d/%s batches done", stage, done, total if total else "?")
+            logger.info("%s: %d/%s task ranges done", stage, done, total if total else "?")
+        progress.advance(stage)
         fill()
     if failures:
         raise RuntimeError(f"{stage}: {len(failures)} of {done} batches failed; first: {failures[0]}") from failures[0]
@@ -99,20 +100,16 @@ def run_windowed(submit, items: Iterable, window: int, stage: str, on_result: Ca
 # and it leaves a slow worker nobody to share with.
 TASKS_PER_WORKER = 2
 
-AUDIO_FIELDS = ("sample_rate", "duration", "trim_db", "time_normalize", "min_duration", "min_sample_rate", "silence_db", "spectrogram",
-                "n_mels", "n_frames", "max_frames", "n_fft", "block", "channels", "clips_per_chunk")
-
-
 def feature_fingerprint(input_dir: str, config: Config) -> str:
     """What the stored images depend on: the input root, the audio settings and the layout (as configured,
     so ``"auto"`` values stay auto: a store keeps the values they were resolved to)."""
-    return digest(_root_id(input_dir), {f: config.as_configured(f) for f in AUDIO_FIELDS})[:16]
+    return digest(_root_id(input_dir), config.audio.configured(), config.runtime.clips_per_chunk)[:16]
 
 
 def resolve_config(input_dir: str, store_url: str, config: Config, labels: str | None = None, sample: int = 300) -> Config:
     """``config`` with ``"auto"`` audio fields fixed: from the store made for this corpus and configuration
     if there is one (so a grown corpus stays incremental), else from a sample of the files' durations."""
-    if config.resolved:
+    if config.audio.resolved:
         return config
     try:
         store = Store.open(store_url)
@@ -129,7 +126,7 @@ def resolve_config(input_dir: str, store_url: str, config: Config, labels: str |
     durations = [d for e in picked if (d := probe_duration(join(input_dir, e.path))) is not None]
     resolved = config.resolve(durations)
     get_run_logger().info(
-        "auto settings from %d sampled files: duration %.2f s, %d frames", len(durations), resolved.duration, resolved.n_frames
+        "auto settings from %d sampled files: duration %.2f s, %d frames", len(durations), resolved.audio.duration, resolved.audio.n_frames
     )
     return resolved
 
@@ -149,33 +146,33 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
     config = resolve_config(input_dir, store_url, config, labels)
     store, created = Store.open_or_create(
         store_url,
-        config.geometry(),
-        config.clips_per_chunk,
+        config.audio.geometry(),
+        config.runtime.clips_per_chunk,
         fingerprint,
-        attrs={"input_dir": _root_id(input_dir), "audio": asdict(config.audio_spec()), "preset": config.preset,
-               "resolved": {"duration": config.duration, "n_frames": config.n_frames}},
+        attrs={"input_dir": _root_id(input_dir), "audio": config.audio.model_dump(mode="json"), "preset": config.preset,
+               "resolved": {"duration": config.audio.duration, "n_frames": config.audio.n_frames}},
     )
     sync = store.sync_manifest(scan(input_dir, exclude=(labels,)), label_of)
     if not sync["listed"]:
         raise ValueError(f"no files under {input_dir}")
-    batches = store.pending_batches()
+    chunks = store.pending_chunks()
     logger.info(
         "%s store: %d files listed, %d new, %d changed, %d removed; %d of %d chunks to process",
         "new" if created else "existing", sync["listed"], sync["new"], sync["changed"], sync["removed"],
-        len(batches), len(store.clip_batches()),
+        len(chunks), len(store.clip_chunks()),
     )
-    spec = config.audio_spec()
-    workers = warm_workers(spec) if batches else 0
-    ranges = task_ranges(batches, config.clips_per_task, workers or config.n_workers)
+    audio = config.audio
+    workers = warm_workers(audio) if chunks else 0
+    ranges = task_ranges(chunks, config.runtime.clips_per_task, workers or config.runtime.n_workers)
     t = time.perf_counter()
     done = run_windowed(
-        lambda r: preprocess_batch_task.submit(store_url, str(input_dir), r[0], r[1], spec),
-        ranges, config.max_in_flight, "preprocess",
+        lambda r: preprocess_range_task.submit(store_url, str(input_dir), r[0], r[1], audio),
+        ranges, config.runtime.max_in_flight, "preprocess",
     )
     seconds = time.perf_counter() - t
     counts = store.counts()
     result = {"found": sync["listed"], "stored": counts["ok"], "rejected": counts["rejected"], "pending": counts["pending"],
-              "processed_chunks": len(batches), "unchanged": sum(d["unchanged"] for d in done), "process_s": round(seconds, 2),
+              "processed_chunks": len(chunks), "unchanged": sum(d["unchanged"] for d in done), "process_s": round(seconds, 2),
               **{k: sync[k] for k in ("new", "changed", "removed")}}
     if result["stored"] + result["rejected"] != result["found"]:
         raise RuntimeError(f"preprocess: {result['found']} files listed but {result['stored']} stored + {result['rejected']} rejected")
@@ -254,20 +251,6 @@ def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_fligh
     return sum(run_windowed(submit, list(store.iter_block_chunks()), max_in_flight, "encode"))
 
 
-def _cached_ok(out_dir: Path, stage: str, key: str, outputs_exist: bool) -> bool:
-    """True when ``stage``'s outputs in ``out_dir`` exist and were made for ``key``."""
-    stamp = out_dir / ".cache-keys.json"
-    keys = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    return outputs_exist and keys.get(stage) == key
-
-
-def _stamp(out_dir: Path, stage: str, key: str) -> None:
-    stamp = out_dir / ".cache-keys.json"
-    keys = json.loads(stamp.read_text()) if stamp.is_file() else {}
-    keys[stage] = key
-    stamp.write_text(json.dumps(keys, indent=1))
-
-
 @flow(name="audioclust-encode", flow_run_name="encode")
 def encode_flow(store: str, encoder: str, config: Config) -> dict:
     """Re-encode every block of ``store`` with the encoder at path ``encoder``."""
@@ -276,13 +259,11 @@ def encode_flow(store: str, encoder: str, config: Config) -> dict:
     code_size = int(np.prod(load_encoder(encoder).output_shape[1:]))
     t = time.perf_counter()
     with store_lock(store, _owner()):
-        blocks = encode_stage(store, encoder, code_size, config.max_in_flight)
+        blocks = encode_stage(store, encoder, code_size, config.runtime.max_in_flight)
     return {"blocks": blocks, "encode_s": time.perf_counter() - t}
 
 
 def _run_name() -> str:
-    from flows.deployments import corpus_name
-
     params = flow_run.parameters
     corpus = corpus_name(str(params.get("input_dir", "corpus")))
     cfg = params.get("config")
@@ -298,34 +279,35 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     trained = None
-    if config.features == "network":
+    if config.features.source == "network":
         t = time.perf_counter()
-        params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model_spec(), train=config.train_spec())
-        key = train_key(None, params)
-        fresh = _cached_ok(out_dir, "train", key, model_files_exist(params["run_dir"]))
-        state = train_task.with_options(refresh_cache=not fresh)(**params, return_state=True)
-        trained = state.result()
-        _stamp(out_dir, "train", key)
+        params = dict(store_url=store_url, run_dir=str(out_dir / "model"), model=config.model, train=config.training)
+        trained, timings["train_cached"] = _cached_stage(train_task, train_key(params), out_dir / "model" / "train.json", params)
         history = json.loads(Path(trained["history"]).read_text())
-        plot_loss(history, out_dir / "loss.png", objective=config.model_spec().objective)
+        plot_loss(history, out_dir / "loss.png", objective=config.model.objective)
         timings["train_s"] = round(time.perf_counter() - t, 1)
-        timings["train_cached"] = state.name == "Cached"
 
         t = time.perf_counter()
-        encode_stage(store_url, trained["encoder"], config.model_spec().code_size, config.max_in_flight, codes)
+        code_size = config.model.code_size(Store.open(store_url).geometry.block)
+        encode_stage(store_url, trained["encoder"], code_size, config.runtime.max_in_flight, codes)
         timings["encode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    params = dict(store_url=store_url, out_dir=str(out_dir), features=config.feature_spec(), cluster=config.cluster_spec(),
+    params = dict(store_url=store_url, out_dir=str(out_dir), features=config.features, clustering=config.clustering,
                   split_seed=config.split_seed, codes=codes, model_dir=str(out_dir / "model") if trained else None)
-    key = report_key(None, params)
-    fresh = _cached_ok(out_dir, "report", key, report_files_exist(str(out_dir)))
-    state = cluster_and_report_task.with_options(refresh_cache=not fresh)(**params, return_state=True)
-    metrics = state.result()
-    _stamp(out_dir, "report", key)
+    metrics, timings["cluster_cached"] = _cached_stage(cluster_and_report_task, report_key(params), out_dir / "metrics.json", params)
     timings["cluster_s"] = round(time.perf_counter() - t, 1)
-    timings["cluster_cached"] = state.name == "Cached"  # the very results of the last run in this folder
     return metrics, trained
+
+
+def _cached_stage(task, key: str, summary: Path, params: dict) -> tuple[dict, bool]:
+    """Run ``task`` under Prefect's cache with ``key``; ``(result, whether it was Cached)``.
+
+    The key names everything the stage's outputs depend on, including its folder; the outputs'
+    summary file records the key it was made for, so a folder that another configuration wrote
+    since is recomputed rather than taken from the cache."""
+    state = task.with_options(refresh_cache=not made_for(summary, key))(**params, cache_key=key, return_state=True)
+    return state.result(), state.name == "Cached"
 
 
 def common_reject(store_url: str) -> str:
@@ -356,11 +338,12 @@ def pipeline(
         counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
         timings["preprocess_s"] = round(time.perf_counter() - t, 1)
         get_run_logger().info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
-        if counts["rejected"] * 2 > counts["found"] or counts["stored"] < config.k:
+        k = config.clustering.k
+        if counts["rejected"] * 2 > counts["found"] or counts["stored"] < k:
             most = counts["commonest_reject"] = common_reject(store_url)  # (the CLI's warning names it too)
-            if counts["stored"] < config.k:  # before any training; a Failed state, not a traceback
+            if counts["stored"] < k:  # before any training; a Failed state, not a traceback
                 why = f" ({counts['rejected']} of {counts['found']} files rejected, most as {most})" if counts["rejected"] else ""
-                return Failed(message=f"cannot make {config.k} clusters from {counts['stored']} stored clips{why}; lower --k, or add clips")
+                return Failed(message=f"cannot make {k} clusters from {counts['stored']} stored clips{why}; lower --k, or add clips")
             get_run_logger().warning("%d of %d files rejected, most as %s: is the preset right for this corpus?",
                                      counts["rejected"], counts["found"], most)
         metrics, trained = model_stages(store_url, out_dir, config, timings)
@@ -378,11 +361,13 @@ def pipeline(
         labels_file=labels,
         label_column=label_column if labels else None,
         timings=timings,
-        config=config.model_dump(),
+        config=config.model_dump(mode="json"),
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     page = out_dir / "report.html"
     # the page shows the clustering's results and figures: redraw it only when they changed
     metrics["report"] = str(page if timings["cluster_cached"] and page.is_file() else run_report(store_url, out_dir, metrics))
     publish_artifacts(metrics, out_dir)
+    if metrics.get("degenerate"):  # a failure with its cause, never a score
+        return Failed(message=f"no usable clustering: {metrics['degenerate']}. The run folder {out_dir} keeps what was made.")
     return metrics

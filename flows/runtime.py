@@ -60,22 +60,22 @@ def configure_dask() -> None:
 
 
 def dask_task_runner(config: Config, api_url: str):
-    """A DaskTaskRunner on ``config.dask_address``, or on a fresh LocalCluster of processes."""
+    """A DaskTaskRunner on ``config.runtime.dask_address``, or on a fresh LocalCluster of processes."""
     from prefect_dask import DaskTaskRunner
 
-    if config.dask_address:
-        return DaskTaskRunner(address=config.dask_address)
+    if config.runtime.dask_address:
+        return DaskTaskRunner(address=config.runtime.dask_address)
     configure_dask()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
-            "n_workers": config.n_workers,
-            "threads_per_worker": config.threads_per_worker,
+            "n_workers": config.runtime.n_workers,
+            "threads_per_worker": config.runtime.threads_per_worker,
             "processes": True,
-            "memory_limit": config.memory_limit,
+            "memory_limit": config.runtime.memory_limit,
             "host": "127.0.0.1",
-            "dashboard_address": config.dashboard_address,
-            "env": worker_env(api_url, config.threads_per_worker),
+            "dashboard_address": config.runtime.dashboard_address,
+            "env": worker_env(api_url, config.runtime.threads_per_worker),
         },
     )
 
@@ -83,11 +83,17 @@ def dask_task_runner(config: Config, api_url: str):
 def run_on_dask(flow, config: Config, **parameters):
     """Run ``flow`` with its tasks on Dask, reporting to one Prefect API, tagged with corpus and preset."""
     from prefect import tags
+    from prefect.settings import get_current_settings
 
-    from flows.deployments import corpus_name
+    from flows.corpus import corpus_name
+    from tasks import progress
 
+    temporary = not get_current_settings().api.url
     api_url = ensure_prefect_api()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    runtime = config.runtime
+    where = f"the Dask scheduler at {runtime.dask_address}" if runtime.dask_address else f"{runtime.n_workers} local Dask workers"
+    progress.note(f"{flow.name} on {where}; Prefect API {api_url}" + (" (temporary: set PREFECT_API_URL to keep the runs)" if temporary else ""))
     labels = [f"preset:{config.preset}"]
     if "input_dir" in parameters:
         labels.append(f"corpus:{corpus_name(parameters['input_dir'])}")

@@ -118,7 +118,7 @@ def sweep(input_dir: str, grid: dict, out: str, labels: str | None = None, label
     for cfg in configs:
         fp = feature_fingerprint(input_dir, cfg)
         if fp not in stores:
-            stores[fp] = str(out_dir / "stores" / f"{cfg.spectrogram}-{fp[:8]}.zarr")
+            stores[fp] = str(out_dir / "stores" / f"{cfg.audio.spectrogram}-{fp[:8]}.zarr")
             with store_lock(stores[fp], f"sweep {out_dir}"):
                 preprocess_stage(input_dir, stores[fp], cfg, labels, label_column)
     configs = [resolve_config(input_dir, stores[feature_fingerprint(input_dir, c)], c, labels) for c in configs]
@@ -171,17 +171,18 @@ def sweep_figures(rows: list[dict], out_dir: Path, input_dir: str, config: Confi
     """The report's Figures 3-9 for this sweep (those whose factor varied, plus 3, 8 and 9)."""
     from flows.corpus import join, scan
     from tasks.audio import Rejected, load_clip
-    from tasks.figures import plot_loss, progression, score_by, spectrogram_kinds
+    from tasks.figures import progression, score_by, spectrogram_kinds
+    from tasks.plots import plot_loss
 
     figs = out_dir / "figures"
     figs.mkdir(exist_ok=True)
     made = []
     for entry in scan(input_dir):  # Figure 3: the first usable clip
         try:
-            y, _ = load_clip(join(input_dir, entry.path), config.audio_spec())
+            y, _ = load_clip(join(input_dir, entry.path), config.audio)
         except Rejected:
             continue
-        made.append(spectrogram_kinds(y, config.audio_spec(), figs / "fig3_spectrogram_kinds.png", f"Spectrogram kinds: {entry.path}"))
+        made.append(spectrogram_kinds(y, config.audio, figs / "fig3_spectrogram_kinds.png", f"Spectrogram kinds: {entry.path}"))
         break
     done = [r for r in rows if r["status"] == "completed" and r.get("nmi") is not None]
     for number, factor in ((4, "spectrogram"), (5, "encoder"), (6, "decoder"), (7, "batch_size"), (None, "learning_rate"), (None, "code_channels")):

@@ -1,165 +1,43 @@
-"""Zarr v3 layout of one preprocessed corpus, with its manifest.
+"""A corpus store: open or create one, read and write its arrays, verify it.
 
-One group per corpus; every array's first axis is either the clip or the block.
-Clip ``i`` owns blocks ``i * blocks_per_clip ... (i + 1) * blocks_per_clip - 1``.
-
-=========  =====================================  ==========  ==========================================
-array      shape                                  dtype       written by
-=========  =====================================  ==========  ==========================================
-path       (clip,)                                str         flow (manifest): path relative to the input root
-size       (clip,)                                int64       flow (manifest): bytes when listed
-mtime      (clip,)                                int64       flow (manifest): modification time, ns
-label      (clip,)                                str         flow (manifest): "" = none
-status     (clip,)                                int8        flow sets PENDING / REMOVED; tasks set OK / REJECTED
-hash       (clip,)                                str         preprocess task: SHA-256 of the file's bytes (hex)
-reason     (clip,)                                str         preprocess task: why a clip was rejected ("" if ok)
-duration   (clip,)                                float32     preprocess task: seconds decoded
-blocks     (block, row, col, channel)             float16     preprocess task, in [0, 1]
-codes      (block, code)                          float32     encode task
-=========  =====================================  ==========  ==========================================
-
-Chunks along the first axis hold ``clips_per_chunk`` clips (and their blocks), so a task
-that owns one chunk writes whole chunks only and never races another task (zarr v3 has
-no locks). Arrays, attributes and the manifest columns are written by the flow process
-only, before the tasks that read them start.
-
-A clip's spectrogram image is not stored twice: :meth:`Store.images` joins its blocks back
-(``to_blocks`` / ``from_blocks`` below are the one definition of that tiling).
-
-The manifest makes preprocessing incremental: new files are appended (from the next chunk
-boundary; slots in between stay VACANT), files whose size or modification time changed
-go back to PENDING, vanished files become REMOVED, and only chunks holding PENDING clips
-are processed. A task sets its chunk's status last, so a chunk interrupted mid-write
-stays PENDING and is redone by the next run.
+The arrays, their chunking and the status codes are described in :mod:`storage.layout`;
+the manifest sync (which files need processing) is in :mod:`storage.manifest`. Tasks write
+whole chunks only (``clips_per_chunk`` consecutive clips, see :meth:`Store.clip_chunks`),
+so no two tasks ever write the same Zarr chunk.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Iterator
+from dataclasses import asdict
+from typing import Any, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.codecs import Crc32cCodec
 
-FORMAT = "audioclust-store"
-VERSION = 2
-
-VACANT, PENDING, OK, REJECTED, REMOVED = 0, 1, 2, 3, 4
-STATUS_NAMES = {VACANT: "vacant", PENDING: "pending", OK: "ok", REJECTED: "rejected", REMOVED: "removed"}
-
-CLIP_ARRAYS: dict[str, tuple[Any, Any]] = {
-    "path": (str, ""),
-    "size": ("int64", -1),
-    "mtime": ("int64", 0),
-    "label": (str, ""),
-    "status": ("int8", VACANT),
-    "hash": (str, ""),
-    "reason": (str, ""),
-    "duration": ("float32", 0.0),
-}
+from storage.hashing import HASH
+from storage.layout import (
+    CLIP_ARRAYS,
+    FORMAT,
+    OK,
+    PENDING,
+    REJECTED,
+    STATUS_NAMES,
+    VACANT,
+    VERSION,
+    Geometry,
+    compressors,
+    from_blocks,
+    is_data,
+)
+from storage.manifest import ManifestMixin
 
 
 class StoreError(Exception):
     """The store is missing, of another format, or does not match the request."""
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Shape of one clip's image and of its blocks."""
-
-    freq: int  # image height: Mel bands (or frequency bins)
-    frames: int  # image width: time frames
-    block: int  # block height (rows); blocks are block x block squares unless block_width is set
-    channels: int  # 1 (spectrogram) or 3 (+ delta, delta-delta)
-    block_width: int = 0  # block width (frames); 0 = square. block=freq, block_width=frames: one block per clip
-
-    def __post_init__(self) -> None:
-        if self.freq % self.block or self.frames % self.width:
-            raise ValueError(
-                f"image {self.freq}x{self.frames} does not split into {self.block}x{self.width} blocks"
-            )
-
-    @property
-    def width(self) -> int:
-        return self.block_width or self.block
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return self.freq // self.block, self.frames // self.width
-
-    @property
-    def blocks_per_clip(self) -> int:
-        rows, cols = self.grid
-        return rows * cols
-
-    @property
-    def block_shape(self) -> tuple[int, int, int]:
-        return self.block, self.width, self.channels
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One listed input file."""
-
-    path: str  # relative to the input root, POSIX separators
-    size: int
-    mtime: int  # nanoseconds
-
-
-DATA_ARRAYS = ("blocks", "codes")  # float arrays (and codes_*): NaN fill, so a missing chunk is visible
-
-
-def _is_data(name: str) -> bool:
-    return name in DATA_ARRAYS or name.startswith("codes_")
-
-
-def _compressors() -> list:
-    """LZ4 on bit-shuffled float16 values, then a CRC32C checksum of every chunk.
-
-    Measured on esc10 blocks (32 clips, one thread), against LZ4 with byte shuffle (zarr v2's
-    default, which stores made before this keep: arrays keep the codec they were made with):
-    at the default geometry bit shuffle stores 1.39x smaller against 1.30x and encodes in 0.6 of
-    the time; at the seed geometry 1.53x against 1.59x, encoding in 0.52 against 0.92 ms per clip
-    and decoding in 0.26 against 0.23. zstd-1 stores 1.46-1.75x smaller but encodes 2-3x slower.
-    """
-    return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"), Crc32cCodec()]
-
-
-def to_blocks(img: np.ndarray, block: int, width: int | None = None) -> np.ndarray:
-    """Split (H, W, C) into row-major (H/block * W/width, block, width, C) tiles (squares by default)."""
-    h, w, c = img.shape
-    width = width or block
-    if h % block or w % width:
-        raise ValueError(f"image {h}x{w} does not split into {block}x{width} blocks")
-    rows, cols = h // block, w // width
-    return img.reshape(rows, block, cols, width, c).transpose(0, 2, 1, 3, 4).reshape(-1, block, width, c)
-
-
-def from_blocks(blocks: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Inverse of :func:`to_blocks` for one clip's blocks."""
-    _, b, wd, c = blocks.shape
-    return blocks.reshape(rows, cols, b, wd, c).transpose(0, 2, 1, 3, 4).reshape(rows * b, cols * wd, c)
-
-
-HASH = "sha256"  # what `sha256sum` prints; twice BLAKE2b's speed where the CPU has SHA instructions
-
-
-def hasher(algorithm: str = HASH):
-    """A hashlib object: ``sha256``, or ``blake2b-128`` (stores made before the ``hash`` attribute hold those)."""
-    return hashlib.blake2b(digest_size=16) if algorithm == "blake2b-128" else hashlib.new(algorithm)
-
-
-def file_hash(fh, algorithm: str = HASH, block: int = 1 << 20) -> str:
-    """Hex digest of an open binary file, read in 1 MiB blocks (see :func:`hasher`)."""
-    h = hasher(algorithm)
-    while chunk := fh.read(block):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-class Store:
+class Store(ManifestMixin):
     """A corpus store: :meth:`open` one, :meth:`create` an empty one, or :meth:`open_or_create`."""
 
     def __init__(self, group: zarr.Group, url: str):
@@ -218,7 +96,7 @@ class Store:
             chunks=(cpc * bpc, *geometry.block_shape),
             dtype="float16",
             fill_value=np.nan,
-            compressors=_compressors(),
+            compressors=compressors(),
             dimension_names=("block", "row", "col", "channel"),
         )
         return cls(group, url)
@@ -254,91 +132,23 @@ class Store:
     def n_blocks(self) -> int:
         return self.n_clips * self.geometry.blocks_per_clip
 
-    def clip_batches(self) -> list[tuple[int, int]]:
+    def clip_chunks(self) -> list[tuple[int, int]]:
         """Chunk-aligned clip ranges ``[start, stop)``: one task each."""
         c, n = self.clips_per_chunk, self.n_clips
         return [(s, min(s + c, n)) for s in range(0, n, c)]
 
-    def pending_batches(self) -> list[tuple[int, int]]:
+    def pending_chunks(self) -> list[tuple[int, int]]:
+        """The chunks of :meth:`clip_chunks` that hold PENDING clips: what preprocessing has left to do."""
         status = self.read("status")
-        return [(s, e) for s, e in self.clip_batches() if (status[s:e] == PENDING).any()]
+        return [(s, e) for s, e in self.clip_chunks() if (status[s:e] == PENDING).any()]
 
     def block_range(self, start: int, stop: int) -> tuple[int, int]:
         bpc = self.geometry.blocks_per_clip
         return start * bpc, stop * bpc
 
     def iter_block_chunks(self) -> Iterator[tuple[int, int]]:
-        for s, e in self.clip_batches():
+        for s, e in self.clip_chunks():
             yield self.block_range(s, e)
-
-    # -- the manifest (flow process only) ---------------------------------------------
-    def _resize(self, n: int) -> None:
-        bpc = self.geometry.blocks_per_clip
-        for name in CLIP_ARRAYS:
-            self.group[name].resize((n,))
-        self.group["blocks"].resize((n * bpc, *self.geometry.block_shape))
-
-    def changes(self, entries: Iterable[FileEntry]) -> dict[str, int]:
-        """What :meth:`sync_manifest` would do, without writing: counts of new, changed and removed files."""
-        paths = self.read("path").tolist()
-        size, mtime, status = self.read("size"), self.read("mtime"), self.read("status")
-        index = {p: i for i, p in enumerate(paths) if status[i] != VACANT}
-        seen = np.zeros(len(paths), bool)
-        new = changed = 0
-        for e in entries:
-            i = index.get(e.path)
-            if i is None:
-                new += 1
-                continue
-            seen[i] = True
-            changed += int(status[i] in (PENDING, REMOVED) or size[i] != e.size or mtime[i] != e.mtime)
-        removed = int((~seen & (status != VACANT) & (status != REMOVED)).sum())
-        return {"new": new, "changed": changed, "removed": removed}
-
-    def sync_manifest(self, entries: Iterable[FileEntry], label_of: Callable[[str], str] | None = None) -> dict[str, int]:
-        """Bring the manifest up to date with a listing of the input root.
-
-        New files are appended, changed ones (size or mtime) and returning ones set
-        PENDING, vanished ones REMOVED; labels are rewritten for every listed file.
-        Returns counts: listed, new, changed, removed.
-        """
-        n = self.n_clips
-        paths = self.read("path").tolist()
-        size, mtime, status = self.read("size"), self.read("mtime"), self.read("status")
-        index = {p: i for i, p in enumerate(paths) if status[i] != VACANT}
-        seen = np.zeros(n, bool)
-        new: list[FileEntry] = []
-        changed = 0
-        for e in entries:
-            i = index.get(e.path)
-            if i is None:
-                new.append(e)
-                continue
-            seen[i] = True
-            if status[i] == PENDING or status[i] == REMOVED or size[i] != e.size or mtime[i] != e.mtime:
-                changed += int(status[i] != PENDING)
-                size[i], mtime[i], status[i] = e.size, e.mtime, PENDING
-        gone = ~seen & (status != VACANT) & (status != REMOVED)
-        status[gone] = REMOVED
-        if new:
-            start = -(-n // self.clips_per_chunk) * self.clips_per_chunk  # next chunk boundary
-            total = start + len(new)
-            self._resize(total)
-            pad = start - n
-            paths += [""] * pad + [e.path for e in new]
-            size = np.concatenate([size, np.full(pad, -1, "int64"), [e.size for e in new]]).astype("int64")
-            mtime = np.concatenate([mtime, np.zeros(pad, "int64"), [e.mtime for e in new]]).astype("int64")
-            status = np.concatenate([status, np.full(pad, VACANT, "int8"), np.full(len(new), PENDING, "int8")])
-        listed = (status != VACANT) & (status != REMOVED)
-        if len(paths):
-            label_of = label_of or (lambda p: "")
-            g = self.group
-            g["path"][:] = np.asarray(paths, dtype=str)
-            g["size"][:] = size
-            g["mtime"][:] = mtime
-            g["status"][:] = status
-            g["label"][:] = np.asarray([(label_of(p) or "") if listed[i] else "" for i, p in enumerate(paths)], dtype=str)
-        return {"listed": int(listed.sum()), "new": len(new), "changed": changed, "removed": int(gone.sum())}
 
     # -- writes (tasks) -------------------------------------------------------------
     def _check_aligned(self, start: int, stop: int) -> None:
@@ -399,7 +209,7 @@ class Store:
             chunks=(self.clips_per_chunk * bpc, code_size),
             dtype="float32",
             fill_value=np.nan,
-            compressors=_compressors(),
+            compressors=compressors(),
             dimension_names=("block", "code"),
             attributes=attrs or {},
             overwrite=True,
@@ -433,7 +243,7 @@ class Store:
             raise StoreError(self._locate_corruption(name, start, stop, exc)) from exc
         if data.dtype.kind == "T":  # numpy StringDType from zarr's variable-length strings
             data = data.astype(object).astype(str)
-        if _is_data(name):
+        if is_data(name):
             self._check_finite(name, data, 0 if start is None else start)
         return data
 

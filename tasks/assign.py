@@ -14,10 +14,9 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from storage import Geometry
-from tasks.audio import AudioSpec, Rejected, check_regular, image, load_clip, to_blocks
+from tasks.audio import AudioSettings, Rejected, check_regular, clip_blocks
 from tasks.caching import BATCH_RETRIES
-from tasks.cluster import Clusterer, clip_features, mfcc_stats
+from tasks.cluster import Clusterer, clip_feature_rows
 
 
 # the columns of assign's CSV; farther_than: the share of the run's clips that lie closer to their
@@ -41,7 +40,7 @@ def load_run(run_dir: str | Path) -> tuple[dict, Clusterer, str | None]:
     clusterer = Clusterer.load(run / "clusterer.npz")
     encoder = None
     if clusterer.features.source == "network":
-        name = "dec_encoder.keras" if clusterer.cluster.method == "idec" else "encoder.keras"
+        name = "dec_encoder.keras" if clusterer.clustering.method == "idec" else "encoder.keras"
         encoder = str(run / "model" / name)
         if not Path(encoder).is_file():
             raise RunError(f"{run} has no model/{name}")
@@ -54,8 +53,11 @@ def assign(
     """Cluster of each ``(name, path)``: rows ``{"file", "cluster", "farther_than", "reason"}`` (cluster -1 and a
     reason when rejected; ``farther_than`` as :meth:`tasks.cluster.Clusterer.farther_than`, blank when unknown)."""
     metrics, clusterer, encoder_path = load_run(run_dir)
-    spec = AudioSpec(**metrics["audio"])
-    geo = Geometry(**metrics["geometry"])
+    try:
+        spec = AudioSettings(**metrics["audio"])
+    except ValueError as exc:
+        raise RunError(f"{run_dir}/metrics.json holds audio settings this version cannot read (made by an older version?): {exc}") from None
+    geo = spec.geometry()
     encoder = None
     if encoder_path:
         from tasks.encode import encode_blocks, load_encoder
@@ -67,12 +69,9 @@ def assign(
     def flush() -> None:
         if not pending:
             return
-        images = np.stack([img for _, img in pending])
-        if encoder is None:
-            x = mfcc_stats(images, spec.top_db)
-        else:
-            blocks = np.concatenate([to_blocks(img, geo.block, geo.width) for img in images])
-            x = clip_features(encode_blocks(encoder, blocks), geo.blocks_per_clip, clusterer.features.block_pool)
+        blocks = np.concatenate([b for _, b in pending]).astype(np.float32)
+        codes = encode_blocks(encoder, blocks) if encoder is not None else None
+        x = clip_feature_rows(clusterer.features, geo, spec.top_db, blocks=blocks, codes=codes)
         clusters, far = clusterer.predict_and_rank(x)
         for j, ((i, _), c) in enumerate(zip(pending, clusters)):
             rows[i]["cluster"] = int(c)
@@ -84,9 +83,8 @@ def assign(
     for name, path in files:
         rows.append({"file": name, "cluster": -1, "farther_than": "", "reason": ""})
         try:
-            y, _ = load_clip(check_regular(path), spec)
-            # the store keeps float16: round the same way so a stored clip is assigned as it was clustered
-            pending.append((len(rows) - 1, image(y, spec).astype(np.float16).astype(np.float32)))
+            # float16 blocks, as the store keeps them: a stored clip is assigned as it was clustered
+            pending.append((len(rows) - 1, clip_blocks(check_regular(path), spec)[0]))
         except Rejected as exc:
             rows[-1]["reason"] = str(exc)
             if progress:
@@ -98,7 +96,7 @@ def assign(
 
 
 @task(
-    name="assign-batch",
+    name="assign-range",
     task_run_name="assign-files-{start}-{stop}",
     **BATCH_RETRIES,
     cache_policy=NO_CACHE,  # new files each time: nothing to reuse

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-from storage.store import from_blocks, to_blocks  # noqa: F401  (the tiling lives with the layout)
+from storage import Geometry, to_blocks
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -22,23 +23,62 @@ class Rejected(Exception):
     """A file that cannot become a clip; ``str(exc)`` is the reason recorded in the store."""
 
 
-@dataclass(frozen=True)
-class AudioSpec:
-    """How a file becomes a signal and the signal an image (a slice of the config)."""
+class AudioSettings(BaseModel):
+    """``[audio]``: how a file becomes a signal, the signal an image, and the image blocks.
+
+    ``duration`` and ``n_frames`` may be ``"auto"``: resolved from the corpus (:meth:`resolve`)
+    before any clip is read; ``auto`` then names the fields that were auto."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample_rate: int = 22050
-    duration: float = 5.0  # seconds; shorter clips are zero-padded, longer ones trimmed
+    duration: float | Literal["auto"] = 5.0  # s; shorter clips are zero-padded, longer ones trimmed; auto: corpus 95th percentile, 0.5..10 s
+    trim_db: float = 0.0  # > 0: cut leading/trailing audio quieter than peak - trim_db dB (librosa.effects.trim)
+    time_normalize: bool = False  # the (trimmed) clip fills the image's width, whatever its length
     min_duration: float = 0.5  # shorter than this is rejected
     min_sample_rate: int = 4000  # native rates below this are rejected
     silence_db: float = -60.0  # peak below this (dBFS) is rejected as silent
-    kind: str = "mel"  # mel | log | linear
-    freq: int = 288  # image height: Mel bands (or linear bins, via n_fft = 2 (freq - 1))
-    frames: int = 432  # image width
+    spectrogram: Literal["mel", "log", "linear"] = "mel"
+    n_mels: int = 288  # image height: Mel bands (log / linear: bins, via n_fft = 2 (n_mels - 1))
+    n_frames: int | Literal["auto"] = 432  # image width; auto: about one frame per 512 samples, a multiple of 8, 16..max_frames
+    max_frames: int = 128
     n_fft: int = 2048  # Mel only
-    channels: int = 1  # 1, or 3 = + delta + delta-delta
+    block: int | Literal["image"] = 144  # square block side; "image": the whole image is one block
+    channels: Literal[1, 3] = 3  # 1, or 3 = + delta + delta-delta
     top_db: float = 80.0  # dynamic range kept by the dB kinds
-    trim_db: float = 0.0  # > 0: cut leading/trailing audio quieter than peak - trim_db dB (librosa.effects.trim)
-    time_normalize: bool = False  # True: the (trimmed) clip fills the image's width, whatever its length
+    auto: tuple[str, ...] = ()  # set by resolve(): the fields that were "auto" (they stay auto in fingerprints)
+
+    @property
+    def resolved(self) -> bool:
+        return self.duration != "auto" and self.n_frames != "auto"
+
+    def resolve(self, durations: list[float]) -> "AudioSettings":
+        """A copy with ``"auto"`` fields fixed from a sample of the corpus's clip durations (s)."""
+        duration = self.duration
+        if duration == "auto":
+            q = float(np.percentile(durations, 95)) if len(durations) else 5.0
+            duration = round(float(np.clip(q, 0.5, 10.0)), 2)
+        frames = self.n_frames
+        if frames == "auto":
+            frames = int(min(self.max_frames, max(16, 8 * round(duration * self.sample_rate / 512 / 8))))
+        return self.with_resolved({"duration": duration, "n_frames": frames})
+
+    def with_resolved(self, values: dict) -> "AudioSettings":
+        """A copy with the ``"auto"`` fields among ``values`` set to them."""
+        auto = tuple(f for f in ("duration", "n_frames") if getattr(self, f) == "auto")
+        return self.model_copy(update={**{f: values[f] for f in auto}, "auto": auto})
+
+    def configured(self) -> dict:
+        """The fields as the user configured them (``"auto"`` where resolved from the corpus)."""
+        return {f: "auto" if f in self.auto else v for f, v in self.model_dump(exclude={"auto"}).items()}
+
+    def geometry(self) -> Geometry:
+        """The stored image and block shapes."""
+        if not self.resolved:
+            raise ValueError("duration / n_frames are 'auto': resolve them from the corpus first")
+        if self.block == "image":
+            return Geometry(freq=self.n_mels, frames=self.n_frames, block=self.n_mels, channels=self.channels, block_width=self.n_frames)
+        return Geometry(freq=self.n_mels, frames=self.n_frames, block=self.block, channels=self.channels)
 
     @property
     def n_samples(self) -> int:
@@ -46,10 +86,10 @@ class AudioSpec:
 
     @property
     def hop_length(self) -> int:
-        return max(1, self.n_samples // self.frames)
+        return max(1, self.n_samples // self.n_frames)
 
 
-def load_clip(path: str, spec: AudioSpec, data: bytes | None = None) -> tuple[np.ndarray, float]:
+def load_clip(path: str, spec: AudioSettings, data: bytes | None = None) -> tuple[np.ndarray, float]:
     """Decode ``path`` (a local path or an fsspec URL) to mono at ``spec.sample_rate``,
     padded/trimmed to ``spec.duration``. ``data``: the file's bytes, already read (then
     ``path`` only names the format).
@@ -77,7 +117,7 @@ def load_clip(path: str, spec: AudioSpec, data: bytes | None = None) -> tuple[np
     return _decode(path, size, spec)
 
 
-def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
+def _decode(source, size: int, spec: AudioSettings) -> tuple[np.ndarray, float]:
     import librosa
     import soundfile as sf  # libsndfile reads wav, flac, ogg/vorbis/opus and mp3
 
@@ -119,6 +159,14 @@ def _decode(source, size: int, spec: AudioSpec) -> tuple[np.ndarray, float]:
     return librosa.util.fix_length(y, size=spec.n_samples).astype(np.float32), seconds
 
 
+def clip_blocks(path: str, spec: AudioSettings, data: bytes | None = None) -> tuple[np.ndarray, float]:
+    """The one clip -> blocks path, for the corpus and for ``assign``: decode, image, tiled into
+    blocks as the store keeps them (float16); and the seconds of audio read."""
+    y, seconds = load_clip(path, spec, data)
+    geometry = spec.geometry()
+    return to_blocks(image(y, spec), geometry.block, geometry.width).astype(np.float16), seconds
+
+
 def probe_duration(path: str) -> float | None:
     """Seconds of audio in ``path`` from its header (no decoding); None when it cannot be read."""
     import soundfile as sf
@@ -157,7 +205,7 @@ def _short(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"[:200]
 
 
-def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
+def spectrogram(y: np.ndarray, spec: AudioSettings) -> np.ndarray:
     """(freq, frames) image in [0, 1].
 
     ``mel`` and ``log`` are dB relative to the clip's peak, clipped at ``-top_db`` and
@@ -167,20 +215,20 @@ def spectrogram(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
 
     hop = spec.hop_length
     if spec.time_normalize:  # at least two analysis frames per image column, then resampled in time
-        hop = int(np.clip(len(y) // (2 * spec.frames), 32, 512))
-    if spec.kind == "mel":  # librosa.feature.melspectrogram, with the filterbank and window built once per process
+        hop = int(np.clip(len(y) // (2 * spec.n_frames), 32, 512))
+    if spec.spectrogram == "mel":  # librosa.feature.melspectrogram, with the filterbank and window built once per process
         stft = librosa.stft(y, n_fft=spec.n_fft, hop_length=hop, window=hann(spec.n_fft))
-        power = mel_basis(spec.sample_rate, spec.n_fft, spec.freq) @ (np.abs(stft) ** 2)
-    elif spec.kind in ("log", "linear"):
-        n_fft = 2 * (spec.freq - 1)  # exactly `freq` bins
+        power = mel_basis(spec.sample_rate, spec.n_fft, spec.n_mels) @ (np.abs(stft) ** 2)
+    elif spec.spectrogram in ("log", "linear"):
+        n_fft = 2 * (spec.n_mels - 1)  # exactly `n_mels` bins
         power = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, window=hann(n_fft))) ** 2
     else:
-        raise ValueError(f"unknown spectrogram kind {spec.kind!r} (mel, log or linear)")
+        raise ValueError(f"unknown spectrogram kind {spec.spectrogram!r} (mel, log or linear)")
     if spec.time_normalize:
-        power = stretch(power, spec.frames)
+        power = stretch(power, spec.n_frames)
     else:
-        power = librosa.util.fix_length(power, size=spec.frames, axis=1)
-    if spec.kind == "linear":
+        power = librosa.util.fix_length(power, size=spec.n_frames, axis=1)
+    if spec.spectrogram == "linear":
         img = power / max(float(power.max()), 1e-12)
     else:
         db = librosa.power_to_db(power, ref=np.max, top_db=spec.top_db)
@@ -215,7 +263,7 @@ def stretch(x: np.ndarray, frames: int) -> np.ndarray:
     return x[:, left] * (1 - w) + x[:, right] * w
 
 
-def warm_up(spec: AudioSpec) -> None:
+def warm_up(spec: AudioSettings) -> None:
     """Run a synthetic 44.1 kHz WAV (1 s, or longer than ``min_duration``) through decoding and the image once.
 
     The first clip a process handles pays for importing librosa and compiling its numba
@@ -231,7 +279,7 @@ def warm_up(spec: AudioSpec) -> None:
     image(y, spec)
 
 
-def image(y: np.ndarray, spec: AudioSpec) -> np.ndarray:
+def image(y: np.ndarray, spec: AudioSettings) -> np.ndarray:
     """(freq, frames, channels) image in [0, 1]; channels 2-3 are the scaled deltas."""
     import librosa
 

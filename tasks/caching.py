@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from storage import Store
 
@@ -39,8 +39,8 @@ def code_version() -> str:
 
 def digest(*parts) -> str:
     def plain(x):
-        if is_dataclass(x):
-            return asdict(x)
+        if isinstance(x, BaseModel):
+            return x.model_dump(mode="json")
         if isinstance(x, np.ndarray):
             return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
         return x
@@ -66,7 +66,8 @@ def checkpoint_fingerprint(store_url: str, *settings) -> str:
     return digest(code_version(), store_digest(store_url), *settings)[:16]
 
 
-def train_key(context, p: dict) -> str:
+def train_key(p: dict) -> str:
+    """What a trained network depends on: the code, the stored clips, the model and training settings, its folder."""
     return "train-" + digest(code_version(), store_digest(p["store_url"]), p["model"], p["train"], str(Path(p["run_dir"]).resolve()))
 
 
@@ -74,7 +75,8 @@ def encode_key(context, p: dict) -> str:
     return "encode-" + digest(code_version(), store_digest(p["store_url"]), file_digest(p["encoder_path"]), p["start"], p["stop"], p.get("codes", "codes"))
 
 
-def report_key(context, p: dict) -> str:
+def report_key(p: dict) -> str:
+    """What a clustering depends on: the code, the clip features' content, paths and labels, the settings (and the network, for IDEC)."""
     store = Store.open(p["store_url"])
     ok = store.ok()
     if p["features"].source == "network":  # the codes are what the clustering sees
@@ -82,9 +84,22 @@ def report_key(context, p: dict) -> str:
     else:  # handcrafted features come from the stored images
         content = store_digest(p["store_url"])
     model = None
-    if p["cluster"].method == "idec":  # trains the network further: depends on its weights
+    if p["clustering"].method == "idec":  # trains the network further: depends on its weights
         model = file_digest(str(Path(p["model_dir"]) / "encoder.keras"))
     return "report-" + digest(
         code_version(), content, store.read("path")[ok], store.read("label")[ok],
-        p["features"], p["cluster"], p["split_seed"], model, str(Path(p["out_dir"]).resolve()),
+        p["features"], p["clustering"], p["split_seed"], model, str(Path(p["out_dir"]).resolve()),
     )
+
+
+def given_key(context, parameters: dict) -> str:
+    """Prefect's cache key of a stage task: the ``cache_key`` parameter the flow computed (:func:`train_key`, :func:`report_key`)."""
+    return parameters["cache_key"]
+
+
+def made_for(summary: Path, key: str) -> bool:
+    """True when a stage's summary file exists and records that it was made for ``key``."""
+    try:
+        return json.loads(summary.read_text()).get("cache_key") == key
+    except (OSError, ValueError, AttributeError):
+        return False

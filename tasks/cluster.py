@@ -1,6 +1,6 @@
 """Clip features from block codes (or the handcrafted baseline), and K-Means.
 
-A clip's feature vector is built in three steps, each a :class:`FeatureSpec` field:
+A clip's feature vector is built in three steps, each a :class:`FeatureSettings` field:
 
 1. combine its blocks' codes (``block_pool``): concatenated in block order (the report),
    or their mean, or mean and max;
@@ -17,36 +17,70 @@ saves to one ``.npz``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
 
-POOLS = ("concat", "mean", "meanmax")
+from storage import Geometry, from_blocks
+
+class FeatureSettings(BaseModel):
+    """``[features]``: what clustering sees per clip."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["network", "mfcc-stats"] = "network"  # the trained encoder's codes, or the handcrafted baseline
+    block_pool: Literal["concat", "mean", "meanmax"] = "concat"  # how a clip's block codes combine
+    standardize: bool = False  # z-score each feature over the corpus
+    pca: int | Literal["auto"] = 0  # > 0: project onto this many principal components; auto: see pca_components
+    whiten: bool = False  # scale the components to unit variance
+
+    def pca_components(self, clustering: "ClusteringSettings") -> int:
+        """``pca`` as a number. ``"auto"``: for K-Means, about 1.6 components per cluster; for
+        ``consensus``, 4 per cluster, in [2, 64].
+
+        Whitening gives every kept component equal weight, so one K-Means on many more than the
+        k - 1 directions that separate k cluster means fits noise dimensions; the consensus draws
+        each of its runs from the first 4 to all components, so it can be given more
+        (docs/research/consensus.md)."""
+        if self.pca != "auto":
+            return self.pca
+        per_cluster = 4.0 if clustering.method == "consensus" else 1.6
+        return int(np.clip(round(per_cluster * clustering.k), 2, 64 if clustering.method == "consensus" else 32))
 
 
-@dataclass(frozen=True)
-class FeatureSpec:
-    source: str = "network"  # network (block codes) | mfcc-stats (handcrafted baseline)
-    block_pool: str = "concat"
-    standardize: bool = False
-    pca: int = 0
-    whiten: bool = False
+class ClusteringSettings(BaseModel):
+    """``[clustering]``: how clips become clusters."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-@dataclass(frozen=True)
-class ClusterSpec:
-    method: str = "kmeans"  # kmeans | consensus | idec
+    method: Literal["kmeans", "consensus", "idec"] = "kmeans"  # consensus: of many K-Means runs; idec: inside the network
     k: int = 20
     n_init: int = 10
-    runs: int = 100  # consensus: K-Means partitions combined
-    sample: int = 4000  # consensus: clips it is computed on (the co-association matrix is sample x sample)
     seed: int = 0
-    gamma: float = 0.1  # IDEC: weight of the clustering loss
-    tol: float = 0.001  # IDEC: stop when fewer assignments than this fraction change
-    epochs: int = 30  # IDEC: at most this many passes
-    learning_rate: float = 1e-4
-    batch_size: int = 16
+    consensus_runs: int = 100  # K-Means partitions combined
+    consensus_sample: int = 4000  # clips the co-association is computed on (a sample x sample matrix)
+    dec_gamma: float = 0.1  # IDEC: weight of the clustering (KL) loss against the reconstruction loss
+    dec_tol: float = 0.001  # IDEC: stop when fewer than this fraction of assignments change
+    dec_epochs: int = 30  # IDEC: at most this many passes over the clips
+    dec_learning_rate: float = 1e-4
+    dec_batch_size: int = 16
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"k (the number of clusters) must be at least 2, got {v}")
+        return v
+
+    @field_validator("consensus_runs")
+    @classmethod
+    def _runs(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"consensus_runs must be at least 1, got {v}")
+        return v
 
 
 def clip_features(codes: np.ndarray, blocks_per_clip: int, pool: str = "concat") -> np.ndarray:
@@ -61,7 +95,18 @@ def clip_features(codes: np.ndarray, blocks_per_clip: int, pool: str = "concat")
         return per_clip.mean(1)
     if pool == "meanmax":
         return np.concatenate([per_clip.mean(1), per_clip.max(1)], 1)
-    raise ValueError(f"block_pool must be one of {POOLS}, not {pool!r}")
+    raise ValueError(f"block_pool must be concat, mean or meanmax, not {pool!r}")
+
+
+def clip_feature_rows(features: FeatureSettings, geometry: Geometry, top_db: float, blocks: np.ndarray | None = None,
+                      codes: np.ndarray | None = None) -> np.ndarray:
+    """One row of clip features per clip, the same way for the corpus and for ``assign``: the network's
+    block ``codes`` pooled per clip, or the handcrafted baseline from the clips' ``blocks`` (clip-major)."""
+    if features.source == "mfcc-stats":
+        bpc = geometry.blocks_per_clip
+        images = np.stack([from_blocks(blocks[i : i + bpc], *geometry.grid) for i in range(0, len(blocks), bpc)])
+        return mfcc_stats(images, top_db)
+    return clip_features(codes, geometry.blocks_per_clip, features.block_pool)
 
 
 def mfcc_stats(images: np.ndarray, top_db: float = 80.0, n_mfcc: int = 20) -> np.ndarray:
@@ -83,8 +128,8 @@ def mfcc_stats(images: np.ndarray, top_db: float = 80.0, n_mfcc: int = 20) -> np
 class Clusterer:
     """Feature transform (standardize, PCA, whitening) + K-Means centroids; ``fit`` / ``predict`` / ``save`` / ``load``."""
 
-    def __init__(self, features: FeatureSpec, cluster: ClusterSpec):
-        self.features, self.cluster = features, cluster
+    def __init__(self, features: FeatureSettings, clustering: ClusteringSettings):
+        self.features, self.clustering = features, clustering
         self.mean_ = self.scale_ = self.components_ = self.pca_mean_ = self.pca_scale_ = self.centroids_ = None
         self.distance_quantiles_ = None  # of the fitted clips' distances to their centroids (see farther_than)
 
@@ -96,11 +141,11 @@ class Clusterer:
         if self.features.standardize:
             self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-8
         z = (x - self.mean_) / self.scale_
-        if self.features.pca:
+        if components := self.features.pca_components(self.clustering):
             from sklearn.decomposition import PCA
 
-            n = min(self.features.pca, z.shape[1], len(z) - 1)
-            pca = PCA(n, whiten=False, random_state=self.cluster.seed).fit(z)
+            n = min(components, z.shape[1], len(z) - 1)
+            pca = PCA(n, whiten=False, random_state=self.clustering.seed).fit(z)
             self.pca_mean_, self.components_ = pca.mean_, pca.components_
             self.pca_scale_ = np.sqrt(pca.explained_variance_) + 1e-12 if self.features.whiten else np.ones(n)
         return self.transform(x)
@@ -115,10 +160,11 @@ class Clusterer:
     def fit_predict(self, x: np.ndarray) -> np.ndarray:
         """Fit the transform and the centroids (K-Means, or a consensus of K-Means runs); cluster per row."""
         z = self.fit_transform(x)
-        spec = self.cluster
+        spec = self.clustering
         if spec.method == "consensus":
-            sample = z[np.random.default_rng(spec.seed).permutation(len(z))[: spec.sample]] if len(z) > spec.sample else z
-            labels = consensus_labels(sample, spec.k, spec.runs, spec.seed)
+            n = spec.consensus_sample
+            sample = z[np.random.default_rng(spec.seed).permutation(len(z))[:n]] if len(z) > n else z
+            labels = consensus_labels(sample, spec.k, spec.consensus_runs, spec.seed)
             self.centroids_ = np.stack([sample[labels == c].mean(0) for c in range(spec.k)])
             return self._nearest(z)  # the corpus goes through the same rule as new clips
         labels, self.centroids_ = kmeans(z, spec.k, spec.n_init, spec.seed, return_centroids=True)
@@ -131,17 +177,12 @@ class Clusterer:
     def _nearest(self, z: np.ndarray) -> np.ndarray:
         return self._nearest_and_distance(z)[0]
 
-    def _nearest_and_distance(self, z: np.ndarray, floats: int = 1 << 25) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid of each row of ``z`` and the Euclidean distance to it, in slices of rows whose
-        (rows x k x dims) differences hold about ``floats`` numbers (128 MB)."""
-        c = self.centroids_.astype(np.float32)
-        rows = max(1, floats // max(1, c.size))
-        near, dist = np.empty(len(z), np.int64), np.empty(len(z), np.float32)
-        for s in range(0, len(z), rows):
-            d = ((z[s : s + rows, None, :] - c[None]) ** 2).sum(-1)
-            near[s : s + rows] = d.argmin(1)
-            dist[s : s + rows] = np.sqrt(d.min(1))
-        return near, dist
+    def _nearest_and_distance(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid of each row of ``z`` and the Euclidean distance to it (scikit-learn works in slices)."""
+        from sklearn.metrics import pairwise_distances_argmin_min
+
+        near, dist = pairwise_distances_argmin_min(np.asarray(z, np.float32), self.centroids_.astype(np.float32))
+        return near.astype(np.int64), dist.astype(np.float32)
 
     # -- how typical a clip is ------------------------------------------------------------------
     def remember_spread(self, x: np.ndarray) -> None:
@@ -165,16 +206,14 @@ class Clusterer:
 
     def save(self, path: str | Path) -> None:
         arrays = {k: v for k, v in vars(self).items() if k.endswith("_") and v is not None}
-        spec = np.array(repr({"features": asdict(self.features), "cluster": asdict(self.cluster)}))
+        spec = np.array(json.dumps({"features": self.features.model_dump(mode="json"), "clustering": self.clustering.model_dump(mode="json")}))
         np.savez(path, spec=spec, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "Clusterer":
-        import ast
-
         with np.load(path, allow_pickle=False) as z:
-            spec = ast.literal_eval(str(z["spec"]))
-            self = cls(FeatureSpec(**spec["features"]), ClusterSpec(**spec["cluster"]))
+            spec = json.loads(str(z["spec"]))
+            self = cls(FeatureSettings(**spec["features"]), ClusteringSettings(**spec["clustering"]))
             for name in z.files:
                 if name != "spec":
                     setattr(self, name, z[name])

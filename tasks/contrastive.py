@@ -16,7 +16,7 @@ Encoder (the model saved as ``encoder.keras``, block image in, clip code out)::
       -> global average pool ++ global max pool = code (2 x last filters)
 
 Training adds a projection head (Dense 256 -> ReLU -> Dense 128) and minimises NT-Xent
-(temperature ``TrainSpec.temperature``) between two views of each clip. A view is a random
+(temperature ``TrainingSettings.temperature``) between two views of each clip. A view is a random
 ``crop`` of the frames, sometimes mixed with another clip, with a frequency mask, a time
 mask, a random spectral tilt and Gaussian noise. Everything trains from the corpus; no
 outside weights.
@@ -28,14 +28,14 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from storage import Store
+from tasks import progress
+from tasks.keras_setup import clip_mean_removal_class, configure_keras
 
 
 def build_trunk(height: int, channels: int, filters) -> "object":
@@ -61,22 +61,6 @@ def _pooled(trunk, x):
 
     fmap = trunk(x)
     return layers.Concatenate(name="code")([layers.GlobalAveragePooling2D(name="gap")(fmap), layers.GlobalMaxPooling2D(name="gmp")(fmap)])
-
-
-@lru_cache(maxsize=1)
-def clip_mean_removal_class():
-    """The layer class, registered with Keras once per process (call before loading a model that uses it)."""
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="audioclust")
-    class ClipMeanRemoval(keras.layers.Layer):
-        """Subtract each image's mean over time, per band and channel (cepstral mean normalization)."""
-
-        def call(self, x):
-            return x - ops.mean(x, axis=2, keepdims=True)
-
-    return ClipMeanRemoval
 
 
 def normalize_inputs(x: np.ndarray, input_norm: str) -> tuple[np.ndarray, dict]:
@@ -137,7 +121,7 @@ def auto_epochs(n_clips: int) -> int:
 
 def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     """The blocks of (a seeded sample of at most ``max_clips``) stored clips, float32."""
-    from tasks.train import BlockStream
+    from tasks.blocks import BlockStream
 
     ok = store.ok()
     idx = np.flatnonzero(ok)
@@ -233,9 +217,8 @@ def train_contrastive(
     checkpoint is written.
     """
     from tasks.caching import checkpoint_fingerprint
-    from tasks.train import configure_tensorflow
 
-    device = configure_tensorflow(train.threads, train.seed)
+    device = configure_keras(train.threads, train.seed)
     import keras
     import tensorflow as tf
     from keras import layers
@@ -249,7 +232,7 @@ def train_contrastive(
     n, h, t, c = x.shape
     xs, stats = normalize_inputs(x, input_norm)
     del x
-    epochs = train.epochs or auto_epochs(n)
+    epochs = auto_epochs(n) if train.epochs == "auto" else train.epochs
     width = crop_width(t, train.crop)
     rng = np.random.default_rng(train.seed)
 
@@ -292,6 +275,7 @@ def train_contrastive(
             losses.append(float(step(augment(batch, xs, width, rng), augment(batch, xs, width, rng))))
         history["loss"].append(float(np.mean(losses)))
         checkpoint.save(epoch, projector, opt, rng, history)
+        progress.update("train", epoch + 1, total=epochs, unit="epochs")
         if epoch == first or (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
             log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}")
         if on_epoch_end is not None:
@@ -314,7 +298,7 @@ def train_contrastive(
         "blocks": n,
         "filters": list(filters),
         "input_norm": input_norm,
-        "train": {**asdict(train), "epochs": epochs},  # the epochs run, where the setting said "auto" (0)
+        "train": {**train.model_dump(mode="json"), "epochs": epochs},  # the epochs run, where the setting said "auto"
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))
     checkpoint.clear()  # finished: a new run starts fresh

@@ -14,41 +14,14 @@ K-Means path uses (:class:`tasks.cluster.Clusterer`), so the two are directly co
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from storage import Store
-from tasks.cluster import ClusterSpec, Clusterer
-
-
-@lru_cache(maxsize=1)
-def clustering_layer_class():
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="audioclust")
-    class ClusteringLayer(keras.layers.Layer):
-        """k centroids; ``call(z)`` is the Student's-t soft assignment of each row of ``z`` (rows sum to 1)."""
-
-        def __init__(self, k: int, alpha: float = 1.0, **kwargs):
-            super().__init__(**kwargs)
-            self.k, self.alpha = int(k), float(alpha)
-
-        def build(self, input_shape):
-            self.centroids = self.add_weight(shape=(self.k, int(input_shape[-1])), initializer="glorot_uniform", name="centroids")
-
-        def call(self, z):
-            d2 = ops.sum(ops.square(ops.expand_dims(z, 1) - self.centroids), axis=2)
-            q = ops.power(1.0 + d2 / self.alpha, -(self.alpha + 1.0) / 2.0)
-            return q / ops.sum(q, axis=1, keepdims=True)
-
-        def get_config(self):
-            return {**super().get_config(), "k": self.k, "alpha": self.alpha}
-
-    return ClusteringLayer
+from tasks.cluster import ClusteringSettings, Clusterer
+from tasks.keras_setup import clustering_layer_class, configure_keras, load_model
 
 
 def target_distribution(q: np.ndarray) -> np.ndarray:
@@ -71,7 +44,7 @@ def run_idec(
     store_url: str,
     model_dir: str,
     clusterer: Clusterer,
-    spec: ClusterSpec,
+    spec: ClusteringSettings,
     log: Callable[[str], None] = print,
 ) -> tuple[np.ndarray, dict]:
     """Refine ``clusterer`` (fitted by K-Means on the network's features) inside the network.
@@ -81,15 +54,9 @@ def run_idec(
     and updates ``clusterer.centroids_``. Returns the final hard assignments of the stored clips
     (store order) and a summary.
     """
-    from tasks.train import configure_tensorflow
-
-    configure_tensorflow(0, spec.seed)
+    configure_keras(0, spec.seed)
     import keras
     import tensorflow as tf
-
-    from tasks.contrastive import clip_mean_removal_class
-
-    clip_mean_removal_class()  # registered before loading an encoder that may use it
 
     model_dir = Path(model_dir)
     store = Store.open(store_url)
@@ -98,18 +65,18 @@ def run_idec(
     x = store.read("blocks").reshape(-1, bpc, *store.geometry.block_shape)[ok]  # float16, clip-major
     ae_path = model_dir / "autoencoder.keras"
     if ae_path.is_file():
-        ae = keras.models.load_model(ae_path, safe_mode=True)
+        ae = load_model(ae_path)
         net = keras.Model(ae.inputs, [ae.get_layer("code").output, ae.output])
         mode = "IDEC"
     else:
-        net = keras.models.load_model(model_dir / "encoder.keras", compile=False, safe_mode=True)
+        net = load_model(model_dir / "encoder.keras", compile=False)
         mode = "DEC"
     w, b = (tf.constant(a) for a in _affine(clusterer))
     layer = clustering_layer_class()(spec.k, name="clustering")
     layer.build((None, w.shape[1]))
     layer.centroids.assign(clusterer.centroids_.astype(np.float32))
     variables = net.trainable_variables + layer.trainable_variables
-    opt = keras.optimizers.Adam(spec.learning_rate)
+    opt = keras.optimizers.Adam(spec.dec_learning_rate)
     pool = clusterer.features.block_pool
 
     def soft(xb, training):
@@ -130,7 +97,7 @@ def run_idec(
         with tf.GradientTape() as tape:
             q, flat, recon = soft(xb, True)
             kl = tf.reduce_mean(tf.reduce_sum(pb * tf.math.log((pb + 1e-10) / (q + 1e-10)), 1))
-            loss = spec.gamma * kl + tf.reduce_mean(tf.square(tf.cast(flat, recon.dtype) - recon)) if recon is not None else kl
+            loss = spec.dec_gamma * kl + tf.reduce_mean(tf.square(tf.cast(flat, recon.dtype) - recon)) if recon is not None else kl
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -144,17 +111,17 @@ def run_idec(
     q = assignments()
     labels = q.argmax(1)
     changed, passes = 1.0, 0
-    for passes in range(1, spec.epochs + 1):
+    for passes in range(1, spec.dec_epochs + 1):
         p = target_distribution(q).astype(np.float32)
         order = rng.permutation(len(x))
         losses = [float(step(tf.constant(x[idx].astype(np.float32)), tf.constant(p[idx])))
-                  for idx in np.array_split(order, max(1, len(x) // spec.batch_size))]
+                  for idx in np.array_split(order, max(1, len(x) // spec.dec_batch_size))]
         q = assignments()
         new = q.argmax(1)
         changed = float((new != labels).mean())
         labels = new
         log(f"{mode} pass {passes}: loss {np.mean(losses):.4f}, {changed:.2%} of clips changed cluster")
-        if changed < spec.tol:
+        if changed < spec.dec_tol:
             break
     encoder = keras.Model(net.inputs, net.outputs[0]) if mode == "IDEC" else net
     encoder.save(model_dir / "dec_encoder.keras")

@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 
 from storage import Store
 from tasks.caching import BATCH_RETRIES, encode_key
+from tasks.keras_setup import configure_keras, load_model
 
 _ENCODERS: dict[tuple[str, float], object] = {}
 
@@ -16,17 +17,9 @@ def load_encoder(path: str):
     """Load the encoder once per process (keyed by path and modification time)."""
     key = (os.path.abspath(path), os.path.getmtime(path))
     if key not in _ENCODERS:
-        from tasks.train import configure_tensorflow
-
-        configure_tensorflow(int(os.environ.get("AUDIOCLUST_WORKER_THREADS", "0")))
-        import keras
-
-        from tasks.contrastive import clip_mean_removal_class
-
-        clip_mean_removal_class()  # the custom layer must be registered before loading
-
+        configure_keras(int(os.environ.get("AUDIOCLUST_WORKER_THREADS", "0")))
         _ENCODERS.clear()
-        _ENCODERS[key] = keras.models.load_model(path, compile=False, safe_mode=True)
+        _ENCODERS[key] = load_model(path, compile=False)
     return _ENCODERS[key]
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tasks.plots import _plt, plot_loss, save  # noqa: F401  (Figure 8 is plot_loss)
+from tasks.plots import _plt, save
 
 
 def spectrogram_kinds(y: np.ndarray, spec, path: str | Path, title: str = "") -> Path:

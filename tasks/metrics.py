@@ -15,6 +15,22 @@ def clustering_accuracy(labels_true, labels_pred) -> float:
     return float(c[rows, cols].sum() / c.sum())
 
 
+def degenerate(features: np.ndarray, clusters: np.ndarray | None = None) -> str | None:
+    """Why a clustering of ``features`` cannot be taken as a result, or None.
+
+    A network whose code collapsed (every clip encoded alike, e.g. an all-zero code) or a
+    clustering with one cluster holding every clip scores NMI 0 by construction: that is a
+    failure to report with its cause, not a score."""
+    if not np.all(np.isfinite(features)):
+        return "the clip features hold NaN or infinite values (the network diverged: lower training.learning_rate)"
+    if len(features) > 1 and float(np.ptp(features, axis=0).max()) <= 1e-6 * max(1.0, float(np.abs(features).max())):
+        what = "all zeros" if not np.any(features) else "the same for every clip"
+        return f"collapsed code: the clip features are {what}, so the network tells no clip apart (see loss.png; try more epochs, another seed or the default preset)"
+    if clusters is not None and len(np.unique(clusters)) == 1:
+        return "one cluster holds every clip: the clip features carry no structure the clustering could split"
+    return None
+
+
 def scores(labels_true, labels_pred) -> dict[str, float]:
     """NMI (arithmetic mean, scikit-learn's default), AMI, ARI and Hungarian accuracy."""
     from sklearn import metrics

@@ -7,7 +7,7 @@ Seed structure (encoder case ``pool``, decoder case ``upsample``; 18 layers coun
              -> code 9x9x1 (81 values: 81 / (144*144*3) = 0.0013 of a 3-channel block, the report's ratio)
     decoder: [Conv2DTranspose 16 -> UpSampling] [Conv2DTranspose 32 -> UpSampling] x3 -> Conv2D C, sigmoid
 
-The report's other cases, chosen by ``ModelSpec.encoder`` / ``ModelSpec.decoder``:
+The report's other cases, chosen by ``ModelSettings.encoder`` / ``ModelSettings.decoder``:
 
 * encoder ``strided`` (case 1): Conv2D with stride 2 halves each stage instead of MaxPooling.
 * encoder ``dense``   (case 2): the conv+pool stages, then Flatten -> Dense(code_size) as the code.
@@ -23,58 +23,49 @@ Inputs are in [0, 1]; the sigmoid output and the MSE loss are on that scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
-ENCODERS = ("strided", "dense", "pool")
-DECODERS = ("strided", "dense", "upsample")
+from pydantic import BaseModel, ConfigDict, field_validator
 
+class ModelSettings(BaseModel):
+    """``[model]``: the network. The block shape it takes comes from the store (``[audio]``)."""
 
-@dataclass(frozen=True)
-class ModelSpec:
-    block: int = 144
-    channels: int = 1
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes (contrastive: tasks.contrastive)
+    input_norm: Literal["band", "clip"] = "band"  # contrastive: per-band corpus z-score, or remove each clip's band means
     filters: tuple[int, ...] = (32, 32, 16)  # encoder stages before the code stage
     code_channels: int = 1
     kernel: int = 3
     activation: str = "relu"
-    encoder: str = "pool"
-    decoder: str = "upsample"
-    objective: str = "autoencoder"  # or "contrastive" (tasks.contrastive; uses ``filters`` only)
-    input_norm: str = "band"  # contrastive: "band" (per-band corpus z-score) or "clip" (each clip's band means removed)
+    encoder: Literal["strided", "dense", "pool"] = "pool"  # report cases 1, 2, 3
+    decoder: Literal["strided", "dense", "upsample"] = "upsample"  # report cases 1, 2, 3
 
-    def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, not {self.encoder!r}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {DECODERS}, not {self.decoder!r}")
-        if not self.filters:
+    @field_validator("filters")
+    @classmethod
+    def _stages(cls, v):
+        if not v:
             raise ValueError("filters needs at least one stage")
+        return v
 
     @property
     def stages(self) -> int:
         return len(self.filters) + 1
 
-    @property
-    def code_side(self) -> int:
-        side, rem = divmod(self.block, 2**self.stages)
+    def code_side(self, block: int) -> int:
+        """Side of the autoencoder's code for square blocks of side ``block``."""
+        side, rem = divmod(block, 2**self.stages)
         if rem or side < 1:
-            raise ValueError(f"block {self.block} is not divisible by 2**{self.stages} (one halving per stage)")
+            raise ValueError(f"block {block} is not divisible by 2**{self.stages} (one halving per stage)")
         return side
 
-    @property
-    def code_shape(self) -> tuple[int, ...]:
-        if self.encoder == "dense":
-            return (self.code_size,)
-        return self.code_side, self.code_side, self.code_channels
-
-    @property
-    def code_size(self) -> int:
+    def code_size(self, block: int) -> int:
         if self.objective == "contrastive":
             return 2 * self.filters[-1]  # global average ++ global max pooling
-        return self.code_side**2 * self.code_channels
+        return self.code_side(block) ** 2 * self.code_channels
 
 
-def _encoder(x, spec: ModelSpec):
+def _encoder(x, spec: ModelSettings, block: int):
     from keras import layers
 
     conv = dict(kernel_size=spec.kernel, padding="same", activation=spec.activation)
@@ -92,14 +83,14 @@ def _encoder(x, spec: ModelSpec):
         else:
             x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)
             x = layers.Flatten(name="enc_flatten")(x)
-            x = layers.Dense(spec.code_size, activation=spec.activation, name="code")(x)
+            x = layers.Dense(spec.code_size(block), activation=spec.activation, name="code")(x)
     return x
 
 
-def _decoder(x, spec: ModelSpec):
+def _decoder(x, spec: ModelSettings, block: int, channels: int):
     from keras import layers
 
-    side, code_ch = spec.code_side, spec.code_channels
+    side, code_ch = spec.code_side(block), spec.code_channels
     deconv = dict(kernel_size=spec.kernel, padding="same", activation=spec.activation)
     stage_filters = (*reversed(spec.filters), spec.filters[0])
     if spec.decoder == "dense":
@@ -115,17 +106,20 @@ def _decoder(x, spec: ModelSpec):
         else:
             x = layers.Conv2DTranspose(f, name=f"dec_deconv{i}", **deconv)(x)
             x = layers.UpSampling2D(2, name=f"dec_up{i}")(x)
-    return layers.Conv2D(spec.channels, spec.kernel, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(x)
+    return layers.Conv2D(channels, spec.kernel, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(x)
 
 
-def build_autoencoder(spec: ModelSpec):
-    """Return ``(autoencoder, encoder)``; the encoder shares the autoencoder's layers."""
+def build_autoencoder(spec: ModelSettings, block_shape: tuple[int, int, int]):
+    """Return ``(autoencoder, encoder)`` for square blocks of ``block_shape``; the encoder shares the autoencoder's layers."""
     import keras
 
-    spec.code_side  # validates the geometry before building
-    inp = keras.Input((spec.block, spec.block, spec.channels), name="block")
-    code = _encoder(inp, spec)
-    out = _decoder(code, spec)
+    block, width, channels = block_shape
+    if block != width:
+        raise ValueError(f"the autoencoder takes square blocks, not {block}x{width}")
+    spec.code_side(block)  # validates the geometry before building
+    inp = keras.Input(block_shape, name="block")
+    code = _encoder(inp, spec, block)
+    out = _decoder(code, spec, block, channels)
     return keras.Model(inp, out, name="autoencoder"), keras.Model(inp, code, name="encoder")
 
 

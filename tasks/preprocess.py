@@ -14,9 +14,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from storage import Store
-from storage.store import HASH, OK, PENDING, REJECTED, file_hash, hasher
-from tasks.audio import AudioSpec, Rejected, check_regular, image, load_clip, to_blocks, warm_up
+from storage import HASH, OK, PENDING, REJECTED, Store, file_hash, hasher
+from tasks.audio import AudioSettings, Rejected, check_regular, clip_blocks, warm_up
 from tasks.caching import BATCH_RETRIES
 
 
@@ -70,7 +69,7 @@ def _size(fh) -> float:
         return float("inf")
 
 
-def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
+def preprocess_range(store_url: str, root: str, start: int, stop: int, spec: AudioSettings) -> dict:
     """Decode the PENDING clips of the whole chunks in ``[start, stop)`` and write each chunk whole.
 
     A file whose content is bad is recorded with its reason; the batch itself fails (and is
@@ -83,14 +82,14 @@ def preprocess_batch(store_url: str, root: str, start: int, stop: int, spec: Aud
     """
     store = Store.open(store_url, mode="r+")
     done = {"start": start, "stop": stop, "stored": 0, "rejected": 0, "unchanged": 0}
-    for s, e in store.clip_batches():
+    for s, e in store.clip_chunks():
         if start <= s and e <= stop:
             for key, n in _preprocess_chunk(store, root, s, e, spec).items():
                 done[key] += n
     return done
 
 
-def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: AudioSpec) -> dict[str, int]:
+def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: AudioSettings) -> dict[str, int]:
     """One chunk: its PENDING clips decoded, then the chunk written whole. Returns counts of
     the PENDING clips: stored, rejected, unchanged (same content hash: not decoded again).
 
@@ -126,8 +125,7 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
                 status[i], unchanged[i] = (REJECTED if reasons[i] else OK), True
                 continue
             hashes[i] = digest
-            y, durations[i] = load_clip(path, spec, data)
-            blocks[i * bpc : (i + 1) * bpc] = to_blocks(image(y, spec), store.geometry.block, store.geometry.width)
+            blocks[i * bpc : (i + 1) * bpc], durations[i] = clip_blocks(path, spec, data)
             status[i], reasons[i] = OK, ""
         except Rejected as exc:
             blocks[i * bpc : (i + 1) * bpc] = 0.0
@@ -138,13 +136,13 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
 
 
 @task(
-    name="preprocess-batch",
+    name="preprocess-range",
     task_run_name="preprocess-clips-{start}-{stop}",
     **BATCH_RETRIES,
     cache_policy=NO_CACHE,  # writes the store: never skipped; the manifest decides what is redone
 )
-def preprocess_batch_task(store_url: str, root: str, start: int, stop: int, spec: AudioSpec) -> dict:
-    result = preprocess_batch(store_url, root, start, stop, spec)
+def preprocess_range_task(store_url: str, root: str, start: int, stop: int, spec: AudioSettings) -> dict:
+    result = preprocess_range(store_url, root, start, stop, spec)
     get_run_logger().info("clips %d-%d: %d stored, %d rejected, %d unchanged (same content hash)",
                           start, stop, result["stored"], result["rejected"], result["unchanged"])
     return result
@@ -157,7 +155,7 @@ class AudioWarmUp(WorkerPlugin):
     name = "audioclust-audio-warm-up"
     idempotent = True  # registered by every run: a worker that has it keeps it
 
-    def __init__(self, spec: AudioSpec):
+    def __init__(self, spec: AudioSettings):
         self.spec = spec
 
     def setup(self, worker) -> None:

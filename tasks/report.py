@@ -4,34 +4,36 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict
+import warnings
 from pathlib import Path
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from storage import Store
-from tasks.caching import report_key
-from tasks.cluster import ClusterSpec, Clusterer, FeatureSpec, clip_features, mfcc_stats
-from tasks.metrics import evaluate
+from tasks.caching import given_key
+from tasks.cluster import ClusteringSettings, Clusterer, FeatureSettings, clip_feature_rows
+from tasks.metrics import degenerate, evaluate
 
 
-def clip_feature_matrix(store: Store, features: FeatureSpec, codes: str = "codes") -> np.ndarray:
+def clip_feature_matrix(store: Store, features: FeatureSettings, codes: str = "codes") -> np.ndarray:
     """Raw clip features of the stored (ok) clips, in store order: pooled block codes, or the MFCC baseline."""
-    ok = store.ok()
-    if features.source == "mfcc-stats":
+    ok, geometry = store.ok(), store.geometry
+    if features.source == "mfcc-stats":  # chunk by chunk: the images of a large corpus need not fit in memory
         top_db = float(store.attrs.get("audio", {}).get("top_db", 80.0))
-        parts = [mfcc_stats(store.images(s, e)[ok[s:e]], top_db) for s, e in store.clip_batches() if ok[s:e].any()]
+        parts = [clip_feature_rows(features, geometry, top_db, blocks=store.blocks(*store.block_range(s, e)))[ok[s:e]]
+                 for s, e in store.clip_chunks() if ok[s:e].any()]
         return np.concatenate(parts)
-    return clip_features(store.read(codes), store.geometry.blocks_per_clip, features.block_pool)[ok]
+    return clip_feature_rows(features, geometry, 0.0, codes=store.read(codes))[ok]
 
 
 def cluster_and_report(
     store_url: str,
     out_dir: str,
-    features: FeatureSpec,
-    cluster: ClusterSpec,
+    features: FeatureSettings,
+    clustering: ClusteringSettings,
     split_seed: int = 0,
     codes: str = "codes",
     model_dir: str | None = None,
@@ -46,15 +48,17 @@ def cluster_and_report(
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
     x = clip_feature_matrix(store, features, codes)
-    clusterer = Clusterer(features, cluster)
-    pred = clusterer.fit_predict(x)
+    clusterer = Clusterer(features, clustering)
+    with warnings.catch_warnings():  # identical clips (a collapsed code) are reported below, not warned about
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pred = clusterer.fit_predict(x)
     dec = None
-    if cluster.method == "idec":
+    if clustering.method == "idec" and not degenerate(x):
         if features.source != "network" or not model_dir:
             raise ValueError("cluster 'idec' trains inside the network: it needs features 'network' and a trained model")
         from tasks.dec import run_idec
 
-        pred, dec = run_idec(store_url, model_dir, clusterer, cluster, log=log)
+        pred, dec = run_idec(store_url, model_dir, clusterer, clustering, log=log)
     else:  # (IDEC's clips go through its own encoder: no spread is kept for them)
         clusterer.remember_spread(x)
     clusterer.save(out / "clusterer.npz")
@@ -70,18 +74,19 @@ def cluster_and_report(
         w.writerows(rejects)
 
     labelled = labels[ok] != ""
-    scores = evaluate(paths[ok][labelled], labels[ok][labelled], pred[labelled], split_seed) if labelled.any() else {}
-    sizes = np.bincount(pred, minlength=cluster.k).tolist()
+    why = degenerate(x, pred)
+    scores = evaluate(paths[ok][labelled], labels[ok][labelled], pred[labelled], split_seed) if labelled.any() and not why else {}
+    sizes = np.bincount(pred, minlength=clustering.k).tolist()
     counts = store.counts()
     metrics = {
         "found": counts["ok"] + counts["rejected"] + counts["pending"],
         "stored": int(ok.sum()),
         "rejected": len(rejects),
         "labelled": int(labelled.sum()),
-        "k": cluster.k,
-        "n_init": cluster.n_init,
-        "features": asdict(features),
-        "cluster": asdict(cluster),
+        "k": clustering.k,
+        "n_init": clustering.n_init,
+        "features": features.model_dump(mode="json"),
+        "clustering": clustering.model_dump(mode="json"),
         "dec": dec,
         "audio": store.attrs.get("audio"),
         "geometry": store.attrs.get("geometry"),
@@ -89,6 +94,7 @@ def cluster_and_report(
         "cluster_dim": int(clusterer.transform(x[:1]).shape[1]),
         "cluster_sizes": sizes,
         "scores": scores,
+        "degenerate": why,
         "predictions": str(out / "predictions.csv"),
         "rejects_file": str(out / "rejects.csv"),
     }
@@ -114,6 +120,8 @@ def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
         lines += ["| split | clips | NMI | AMI | ARI | ACC |", "|---|---|---|---|---|---|"]
         for split, s in metrics["scores"].items():
             lines.append(f"| {split} | {s['n']} | {s['nmi']:.4f} | {s['ami']:.4f} | {s['ari']:.4f} | {s['acc']:.4f} |")
+    elif metrics.get("degenerate"):
+        lines.append(f"**No usable clustering**: {metrics['degenerate']}")
     else:
         lines.append("No labels: no scores.")
     lines += ["", f"cluster sizes: {metrics['cluster_sizes']}"]
@@ -122,17 +130,15 @@ def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def report_files_exist(out_dir: str) -> bool:
-    return all((Path(out_dir) / f).is_file() for f in ("predictions.csv", "rejects.csv", "metrics.json", "clusterer.npz"))
-
-
-@task(name="cluster-and-report", task_run_name="cluster-and-report", cache_key_fn=report_key, persist_result=True, retries=1, retry_delay_seconds=5)
+@task(name="cluster-and-report", task_run_name="cluster-and-report", cache_key_fn=given_key, persist_result=True, retries=1, retry_delay_seconds=5)
 def cluster_and_report_task(
-    store_url: str, out_dir: str, features: FeatureSpec, cluster: ClusterSpec, split_seed: int,
-    codes: str = "codes", model_dir: str | None = None,
+    store_url: str, out_dir: str, features: FeatureSettings, clustering: ClusteringSettings, split_seed: int,
+    cache_key: str, codes: str = "codes", model_dir: str | None = None,
 ) -> dict:
-    """Clustering and scores; cached on the features' content, the labels, the settings (and the model for IDEC)."""
-    metrics = cluster_and_report(store_url, out_dir, features, cluster, split_seed, codes, model_dir, log=get_run_logger().info)
+    """Clustering and scores; cached on ``cache_key`` (:func:`tasks.caching.report_key`), which ``metrics.json`` records."""
+    metrics = cluster_and_report(store_url, out_dir, features, clustering, split_seed, codes, model_dir, log=get_run_logger().info)
+    metrics["cache_key"] = cache_key
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if "all" in metrics["scores"]:
         get_run_logger().info("NMI %.4f on %d labelled clips", metrics["scores"]["all"]["nmi"], metrics["labelled"])
     return metrics
@@ -160,7 +166,8 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     scores = [{"split": k, **v} for k, v in metrics.get("scores", {}).items()]
     summary = {k: metrics.get(k) for k in ("found", "stored", "rejected", "labelled", "k", "epochs", "device", "preset")}
     config = metrics.get("config", {})
-    summary["clustering"] = config.get("cluster") if config.get("features", "network") == "network" else f"{config.get('cluster')} on mfcc-stats"
+    method = (config.get("clustering") or {}).get("method")
+    summary["clustering"] = method if (config.get("features") or {}).get("source", "network") == "network" else f"{method} on mfcc-stats"
     summary = {"input": metrics.get("input_dir"), **summary}
     if metrics.get("labels_file"):  # which labels were scored: the same run may be scored on several columns
         summary["labels"] = labels_scored(metrics)
@@ -171,7 +178,8 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
                   "ACC: the share of clips whose cluster maps to their label (one-to-one, Hungarian).</p>")
     sections = [
         ("Summary", html_table([summary])),
-        ("Scores", html_table(scores) + split_note if scores else "<p>No labels: no scores.</p>"),
+        ("Scores", html_table(scores) + split_note if scores else
+         f"<p><b>No usable clustering</b>: {_html.escape(metrics['degenerate'])}</p>" if metrics.get("degenerate") else "<p>No labels: no scores.</p>"),
         ("Cluster sizes", html_table([{"cluster": i, "clips": n} for i, n in enumerate(metrics.get("cluster_sizes", []))])),
         ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects()])),
         ("Stage times (seconds)", html_table([timings]) if timings else "<p>none recorded</p>"),

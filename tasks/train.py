@@ -12,111 +12,39 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict
 
 from storage import Store
-from tasks.caching import checkpoint_fingerprint, train_key
-from tasks.model import ModelSpec, build_autoencoder, encoder_of
+from tasks import progress
+from tasks.blocks import BlockStream, split_clips
+from tasks.caching import checkpoint_fingerprint, given_key
+from tasks.keras_setup import configure_keras, load_model
+from tasks.model import ModelSettings, build_autoencoder, encoder_of
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    epochs: int = 200
+class TrainingSettings(BaseModel):
+    """``[training]``: how the network is fitted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int | Literal["auto"] = 200  # auto (contrastive): about 40 000 clip-views, 30..100 epochs
     batch_size: int = 4
     learning_rate: float = 1e-3
     patience: int = 15
     min_delta: float = 0.009  # absolute, on MSE of [0, 1]-scaled inputs
     validation_fraction: float = 0.0  # of clips; 0: monitor the training loss, as the report did
     seed: int = 0
-    threads: int = 0  # 0: all cores
+    threads: int = 0  # 0: all cores; 1: bit-for-bit repeatable CPU training (about 1.45x slower on 2 cores)
     shuffle_chunks: int = 4  # chunks held in the shuffle buffer
     mixed_precision: bool = False  # float16 compute, only when a GPU is used
     temperature: float = 0.1  # contrastive objective: NT-Xent temperature
     crop: float = 0.6  # contrastive objective: fraction of frames per augmented view
     max_clips: int = 20000  # contrastive objective: train on a seeded sample of at most this many clips
-
-
-def configure_tensorflow(threads: int, seed: int | None = None) -> str:
-    """Set thread counts, seeds (and, on CPU, op determinism) before the first op; return the device."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-    import tensorflow as tf
-
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-        except RuntimeError:
-            pass  # already initialised in this process
-    gpus = tf.config.list_physical_devices("GPU")
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-        if not gpus:  # some GPU kernels (e.g. UpSampling gradients) have no deterministic version
-            tf.config.experimental.enable_op_determinism()
-    return f"GPU ({gpus[0].name})" if gpus else f"CPU ({threads or os.cpu_count()} threads)"
-
-
-# -- streaming blocks --------------------------------------------------------------------
-
-
-def split_clips(ok: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, validation) over clips; only ok clips, split by clip, seeded."""
-    val = np.zeros(len(ok), bool)
-    if fraction > 0:
-        idx = np.flatnonzero(ok)
-        n_val = max(1, int(round(fraction * len(idx))))
-        val[np.random.default_rng(seed).choice(idx, n_val, replace=False)] = True
-    return ok & ~val, val
-
-
-class BlockStream:
-    """The blocks of the clips in ``clips``, read from the store chunk by chunk.
-
-    Each pass visits the chunks in a new seeded order and shuffles blocks within a
-    buffer of ``shuffle_chunks`` chunks; at most that many chunks are in memory.
-    """
-
-    def __init__(self, store: Store, clips: np.ndarray, shuffle: bool = True, shuffle_chunks: int = 4, seed: int = 0):
-        self.store, self.clips, self.shuffle = store, clips, shuffle
-        self.shuffle_chunks, self.seed = max(1, shuffle_chunks), seed
-        self.bpc = store.geometry.blocks_per_clip
-        self.chunks = [(s, e) for s, e in store.clip_batches() if clips[s:e].any()]
-        self.n_blocks = int(clips.sum()) * self.bpc
-        self.passes = 0
-        self.max_buffered = 0  # blocks held at once, for tests and benchmarks
-
-    def _read(self, s: int, e: int) -> np.ndarray:
-        b0, b1 = self.store.block_range(s, e)
-        return self.store.blocks(b0, b1)[np.repeat(self.clips[s:e], self.bpc)]
-
-    def read_all(self) -> np.ndarray:
-        """Every block of the selected clips at once, in store order (for trainers that hold the corpus)."""
-        return np.concatenate([self._read(*c) for c in self.chunks])
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng((self.seed, self.passes))
-        self.passes += 1
-        order = rng.permutation(len(self.chunks)) if self.shuffle else np.arange(len(self.chunks))
-        step = self.shuffle_chunks if self.shuffle else 1
-        for i in range(0, len(order), step):
-            buf = np.concatenate([self._read(*self.chunks[j]) for j in order[i : i + step]])
-            self.max_buffered = max(self.max_buffered, len(buf))
-            for k in rng.permutation(len(buf)) if self.shuffle else range(len(buf)):
-                yield buf[k]
-
-    def dataset(self, batch_size: int):
-        import tensorflow as tf
-
-        shape = self.store.geometry.block_shape
-        ds = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=tf.TensorSpec(shape, tf.float32))
-        ds = ds.map(lambda x: (x, x)).batch(batch_size)
-        n_batches = -(-self.n_blocks // batch_size)
-        return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -182,9 +110,7 @@ def _load_checkpoint(ckpt: Path, fingerprint: str):
     state = json.loads(state_file.read_text())
     if state.get("fingerprint") != fingerprint or not (ckpt / "last.keras").is_file():
         return None
-    import keras
-
-    model = keras.models.load_model(ckpt / "last.keras", safe_mode=True)
+    model = load_model(ckpt / "last.keras")
     best = None
     if (ckpt / "best.npz").is_file():
         with np.load(ckpt / "best.npz", allow_pickle=False) as z:
@@ -198,8 +124,8 @@ def _load_checkpoint(ckpt: Path, fingerprint: str):
 def train_autoencoder(
     store_url: str,
     run_dir: str,
-    model: ModelSpec,
-    train: TrainSpec,
+    model: ModelSettings,
+    train: TrainingSettings,
     log: Callable[[str], None] = print,
     callbacks: Sequence = (),
 ) -> dict:
@@ -207,10 +133,10 @@ def train_autoencoder(
 
     ``callbacks`` are extra Keras callbacks (run after the checkpoint is written).
     """
-    device = configure_tensorflow(train.threads, train.seed)
+    device = configure_keras(train.threads, train.seed)
     import keras
 
-    if train.mixed_precision and device.startswith("GPU"):
+    if train.mixed_precision and " on GPU" in device:
         keras.mixed_precision.set_global_policy("mixed_float16")
     out = Path(run_dir)
     ckpt = out / "checkpoint"
@@ -231,7 +157,7 @@ def train_autoencoder(
         es_resume = state["early_stopping"]
         log(f"resuming from the checkpoint after epoch {state['epoch'] + 1}")
     else:
-        autoencoder, _ = build_autoencoder(model)
+        autoencoder, _ = build_autoencoder(model, store.geometry.block_shape)
         autoencoder.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss="mse")
         initial_epoch, history, es_resume, best_weights = 0, {}, None, None
     stream.passes = initial_epoch  # a resumed run continues the same sequence of shuffles
@@ -258,7 +184,7 @@ def train_autoencoder(
         epochs=train.epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # the stream shuffles across chunks itself
-        callbacks=[es, _checkpoint_callback(ckpt, fingerprint, es, history), epoch_log, *callbacks],
+        callbacks=[es, _checkpoint_callback(ckpt, fingerprint, es, history), epoch_log, progress.keras_callback("train"), *callbacks],
         verbose=0,
     )
     seconds = time.perf_counter() - t0
@@ -279,19 +205,15 @@ def train_autoencoder(
         "objective": "autoencoder",
         "blocks": stream.n_blocks,
         "validation_blocks": val_stream.n_blocks if val_stream else 0,
-        "model": asdict(model),
-        "train": asdict(train),
+        "model": model.model_dump(mode="json"),
+        "train": train.model_dump(mode="json"),
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))
     shutil.rmtree(ckpt, ignore_errors=True)  # finished: a new run starts fresh
     return summary
 
 
-def model_files_exist(run_dir: str) -> bool:
-    return all((Path(run_dir) / f).is_file() for f in ("encoder.keras", "train.json", "history.json"))
-
-
-def train_model(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec, log: Callable[[str], None] = print) -> dict:
+def train_model(store_url: str, run_dir: str, model: ModelSettings, train: TrainingSettings, log: Callable[[str], None] = print) -> dict:
     """Train ``model.objective``: the report's autoencoder, or the contrastive encoder (tasks.contrastive)."""
     if model.objective == "contrastive":
         from tasks.contrastive import train_contrastive
@@ -300,10 +222,12 @@ def train_model(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec
     return train_autoencoder(store_url, run_dir, model, train, log=log)
 
 
-@task(name="train-model", task_run_name="train-model", cache_key_fn=train_key, persist_result=True, retries=1, retry_delay_seconds=5)
-def train_task(store_url: str, run_dir: str, model: ModelSpec, train: TrainSpec) -> dict:
+@task(name="train-model", task_run_name="train-model", cache_key_fn=given_key, persist_result=True, retries=1, retry_delay_seconds=5)
+def train_task(store_url: str, run_dir: str, model: ModelSettings, train: TrainingSettings, cache_key: str) -> dict:
     """Train in the flow process; a retry (or the next run after a killed one) resumes from the last epoch's checkpoint.
 
-    Cached on the stored blocks' content, the model and training settings and the code.
+    Cached on ``cache_key`` (:func:`tasks.caching.train_key`), which ``train.json`` records.
     """
-    return train_model(store_url, run_dir, model, train, log=get_run_logger().info)
+    summary = {**train_model(store_url, run_dir, model, train, log=get_run_logger().info), "cache_key": cache_key}
+    (Path(run_dir) / "train.json").write_text(json.dumps(summary, indent=1))
+    return summary

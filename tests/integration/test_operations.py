@@ -109,7 +109,7 @@ def test_a_triggered_run_completes_and_its_rerun_is_cached(worker, small_corpus,
 
     n = sum(1 for p in audio.iterdir() if p.is_file())
     chunks = [(s, min(s + 8, n)) for s in range(0, n, 8)]
-    assert len(preprocess_ids) == len(task_ranges(chunks, load_config("fast").clips_per_task, 2)) >= 2
+    assert len(preprocess_ids) == len(task_ranges(chunks, load_config("fast").runtime.clips_per_task, 2)) >= 2
 
     async def logs(client):
         return await client.read_logs(log_filter=LogFilter(task_run_id={"any_": preprocess_ids}))

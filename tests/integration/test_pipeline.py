@@ -165,7 +165,7 @@ def test_worker_task_runs_reported_to_the_same_api(pipeline_run, prefect_api):
 
     chunks = [(s, min(s + 8, 42)) for s in range(0, 42, 8)]  # 42 clips / 8 per chunk
     assert len(encode) == len(chunks) == 6
-    assert len(preprocess) == len(task_ranges(chunks, load_config("fast").clips_per_task, 2)) == 4  # 2 per worker, even shares
+    assert len(preprocess) == len(task_ranges(chunks, load_config("fast").runtime.clips_per_task, 2)) == 4  # 2 per worker, even shares
     assert {a.key for a in artifacts} >= {"audioclust-summary", "audioclust-scores"}
     # the flow run carries the run's tags; its fan-out task runs none (each tagged task run would
     # first ask the API for tag concurrency slots, and fresh workers asking at once back off 2 s)

@@ -117,7 +117,7 @@ def test_preprocess_on_an_existing_dask_cluster(prefect_api, dask_cluster, corpu
         # both workers did preprocessing work: every task range of the 5 chunks ran
         from flows.pipeline import task_ranges
 
-        tasks = len(task_ranges([(s, s + 8) for s in range(0, 40, 8)], cfg.clips_per_task, 2))
+        tasks = len(task_ranges([(s, s + 8) for s in range(0, 40, 8)], cfg.runtime.clips_per_task, 2))
         done = client.run(lambda dask_worker: dask_worker.state.executed_count)
         assert len(done) == 2 and all(n > 0 for n in done.values()) and sum(done.values()) >= tasks >= 2, done
         # the flow registered the audio warm-up on the existing cluster: each worker ran it when it got the plugin

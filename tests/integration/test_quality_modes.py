@@ -48,7 +48,7 @@ def test_idec_trains_a_clustering_layer_inside_the_network(kmeans_run, separated
     m = run(audio, labels, out, epochs=10, cluster="idec")  # same run folder: the autoencoder comes from cache
     assert m["dec"]["mode"] == "IDEC" and m["dec"]["passes"] >= 1
     assert (out / "model" / "dec_encoder.keras").is_file()
-    assert m["cluster"]["method"] == "idec" and m["features"] == base["features"]
+    assert m["clustering"]["method"] == "idec" and m["features"] == base["features"]
     assert m["scores"]["all"]["nmi"] >= 0.9  # 4 well-separated families
     with open(out / "predictions.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 40
@@ -72,7 +72,7 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     assert store.geometry.blocks_per_clip == 1 and store.geometry.block_shape == (64, m["config"]["n_frames"], 1)
     train = json.loads((tmp_path / "d" / "model" / "train.json").read_text())
     assert train["objective"] == "contrastive" and train["epochs"] == 20
-    assert m["cluster"]["method"] == "consensus"
+    assert m["clustering"]["method"] == "consensus"
     assert m["cluster_dim"] == 16 and m["feature_dim"] == 128  # pca "auto" = 4 k for the consensus, GAP ++ GMP of 64 filters
     assert m["scores"]["all"]["nmi"] >= 0.7  # 20 epochs on 40 clips; chance is about 0.1
     again = run(audio, labels, tmp_path / "d", preset="default", epochs=20)  # auto values reused
@@ -83,7 +83,7 @@ def test_assign_puts_new_clips_into_the_run_clusters(kmeans_run, separated, tmp_
     out, _ = kmeans_run
     audio, labels = separated
     # the IDEC test above re-clustered this folder; K-Means again (the network comes from the cache)
-    assert run(audio, labels, out, epochs=10)["cluster"]["method"] == "kmeans"
+    assert run(audio, labels, out, epochs=10)["clustering"]["method"] == "kmeans"
     new = tmp_path / "new"
     new.mkdir()
     names = sorted(os.listdir(audio))[::3]

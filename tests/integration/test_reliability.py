@@ -161,7 +161,7 @@ def test_a_killed_worker_does_not_change_the_result(prefect_api, small_corpus, t
     # encoding, with a worker killed once the first codes are written
     from tasks.model import build_autoencoder
 
-    _, encoder = build_autoencoder(config.model_spec())
+    _, encoder = build_autoencoder(config.model, config.audio.geometry().block_shape)
     enc_path = str(tmp_path / "encoder.keras")
     encoder.save(enc_path)
     codes_dir = tmp_path / "killed.zarr" / "codes" / "c"

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from tasks.audio import AudioSpec, Rejected, from_blocks, image, load_clip, spectrogram, to_blocks
+from storage import from_blocks, to_blocks
+from tasks.audio import AudioSettings, Rejected, image, load_clip, spectrogram
 from tasks.synth import synth_clip
 from tests.conftest import write_wav
 
-SEED = AudioSpec(channels=3)  # the report's geometry: 288 x 432 image, 3 channels
+SEED = AudioSettings(channels=3)  # the report's geometry: 288 x 432 image, 3 channels
 
 
 def put(path, data: bytes):
@@ -31,7 +32,7 @@ def test_seed_image_and_blocks_geometry():
 
 @pytest.mark.parametrize("kind", ["mel", "log", "linear"])
 def test_spectrogram_kinds_shape_and_range(kind):
-    s = spectrogram(clip(), AudioSpec(kind=kind))
+    s = spectrogram(clip(), AudioSettings(spectrogram=kind))
     assert s.shape == (288, 432)
     assert s.min() >= 0 and s.max() == pytest.approx(1.0)
 
@@ -39,8 +40,8 @@ def test_spectrogram_kinds_shape_and_range(kind):
 def test_mel_energy_follows_a_tone():
     sr = 22050
     t = np.arange(5 * sr) / sr
-    low = spectrogram(np.sin(2 * np.pi * 200 * t).astype(np.float32), AudioSpec())
-    high = spectrogram(np.sin(2 * np.pi * 4000 * t).astype(np.float32), AudioSpec())
+    low = spectrogram(np.sin(2 * np.pi * 200 * t).astype(np.float32), AudioSettings())
+    high = spectrogram(np.sin(2 * np.pi * 4000 * t).astype(np.float32), AudioSettings())
     assert low.mean(axis=1).argmax() < high.mean(axis=1).argmax()
 
 
@@ -48,7 +49,7 @@ def test_load_pads_resamples_and_mixes(tmp_path):
     y = clip(seconds=2.0, sr=44100)
     stereo = np.stack([y, y], axis=1)
     p = write_wav(tmp_path / "s.wav", stereo, sr=44100)
-    out, seconds = load_clip(str(p), AudioSpec())
+    out, seconds = load_clip(str(p), AudioSettings())
     assert out.shape == (5 * 22050,)
     assert seconds == pytest.approx(2.0, abs=0.01)
     assert np.all(out[int(2.1 * 22050) :] == 0)
@@ -56,7 +57,7 @@ def test_load_pads_resamples_and_mixes(tmp_path):
 
 def test_long_file_is_read_only_up_to_the_window(tmp_path):
     p = write_wav(tmp_path / "long.wav", clip(seconds=30.0))
-    out, seconds = load_clip(str(p), AudioSpec())
+    out, seconds = load_clip(str(p), AudioSettings())
     assert out.shape == (5 * 22050,) and seconds == pytest.approx(5.0)
 
 
@@ -75,13 +76,13 @@ def test_long_file_is_read_only_up_to_the_window(tmp_path):
 def test_bad_files_are_rejected_with_a_reason(tmp_path, make, reason):
     path = make(tmp_path)
     with pytest.raises(Rejected, match=reason):
-        load_clip(str(path), AudioSpec())
+        load_clip(str(path), AudioSettings())
 
 
 def test_an_undecodable_file_read_into_memory_gets_libsndfile_s_words_not_an_object_address(tmp_path):
     data = b"not audio at all\n" * 20
     with pytest.raises(Rejected) as caught:
-        load_clip(str(put(tmp_path / "text.wav", data)), AudioSpec(), data)  # decoded from the bytes the hash read
+        load_clip(str(put(tmp_path / "text.wav", data)), AudioSettings(), data)  # decoded from the bytes the hash read
     assert str(caught.value) == "undecodable: LibsndfileError: Format not recognised."
 
 
@@ -104,7 +105,7 @@ def test_non_finite_samples_are_rejected(tmp_path):
     y[1000] = np.nan
     p = write_wav(tmp_path / "nan.wav", y, subtype="FLOAT")
     with pytest.raises(Rejected, match="non-finite"):
-        load_clip(str(p), AudioSpec())
+        load_clip(str(p), AudioSettings())
 
 
 @pytest.mark.parametrize("name, sr, channels", [("stereo.wav", 44100, 2), ("mono.flac", 16000, 1), ("mono.ogg", 22050, 1)])
@@ -114,7 +115,7 @@ def test_decoding_and_the_image_equal_the_plain_librosa_calls(tmp_path, name, sr
     import librosa
     import soundfile as sf
 
-    spec = AudioSpec(freq=64, frames=128, n_fft=1024)
+    spec = AudioSettings(n_mels=64, n_frames=128, n_fft=1024)
     y = np.stack([clip(7.0, sr, f) for f in ("harmonic", "noise_bursts")[:channels]], axis=1)
     p = tmp_path / name
     sf.write(p, y, sr)
@@ -149,11 +150,9 @@ def test_warm_up_runs_every_preset_audio_path(preset):
     from flows.config import load_config
     from tasks.audio import warm_up
 
-    cfg = load_config(preset)
-    if not cfg.resolved:
-        cfg = cfg.resolve([5.0])
-    warm_up(cfg.audio_spec())  # decodes an in-memory 44.1 kHz WAV (resampling) and draws its image
-    warm_up(load_config(preset, min_duration=3.0).resolve([5.0]).audio_spec())  # a synthetic clip long enough to pass
+    cfg = load_config(preset).resolve([5.0])
+    warm_up(cfg.audio)  # decodes an in-memory 44.1 kHz WAV (resampling) and draws its image
+    warm_up(load_config(preset, min_duration=3.0).resolve([5.0]).audio)  # a synthetic clip long enough to pass
 
 
 def test_a_file_is_read_once_hashed_and_decoded_from_its_bytes(tmp_path, monkeypatch):
@@ -164,10 +163,10 @@ def test_a_file_is_read_once_hashed_and_decoded_from_its_bytes(tmp_path, monkeyp
     p = write_wav(tmp_path / "a.wav", clip(seconds=3.0, sr=44100), sr=44100)
     digest, data = pre.read_and_hash(str(p))
     assert digest == hashlib.sha256(p.read_bytes()).hexdigest() and data == p.read_bytes()
-    from_bytes, from_path = load_clip(str(p), AudioSpec(), data), load_clip(str(p), AudioSpec())
+    from_bytes, from_path = load_clip(str(p), AudioSettings(), data), load_clip(str(p), AudioSettings())
     np.testing.assert_array_equal(from_bytes[0], from_path[0])
     assert from_bytes[1] == from_path[1]
     with pytest.raises(Rejected, match="empty"):
-        load_clip(str(p), AudioSpec(), b"")
+        load_clip(str(p), AudioSettings(), b"")
     monkeypatch.setattr(pre, "READ_ONCE_BYTES", 1000)  # larger files: hashed in blocks, not kept in memory
     assert pre.read_and_hash(str(p)) == (digest, None)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from flows.config import ConfigError, load_config
-from tasks.cluster import ClusterSpec, Clusterer, FeatureSpec, clip_features, mfcc_stats
+from flows.config import load_config
+from tasks.cluster import ClusteringSettings, Clusterer, FeatureSettings, clip_features, mfcc_stats
 from tasks.contrastive import augment, auto_epochs, crop_width
 from tasks.dec import _affine, clustering_layer_class, target_distribution
 from tasks.metrics import scores
@@ -29,7 +29,7 @@ def test_block_pooling_options():
 
 def test_clusterer_pca_whitening_fit_predict_and_round_trip(tmp_path):
     x, y = blobs()
-    c = Clusterer(FeatureSpec(standardize=True, pca=4, whiten=True), ClusterSpec(k=3, n_init=10))
+    c = Clusterer(FeatureSettings(standardize=True, pca=4, whiten=True), ClusteringSettings(k=3, n_init=10))
     labels = c.fit_predict(x)
     assert scores(y, labels)["nmi"] == pytest.approx(1.0)
     z = c.transform(x)
@@ -38,7 +38,7 @@ def test_clusterer_pca_whitening_fit_predict_and_round_trip(tmp_path):
     np.testing.assert_array_equal(c.predict(x), labels)  # predict = the K-Means assignment
     c.save(tmp_path / "c.npz")
     back = Clusterer.load(tmp_path / "c.npz")
-    assert back.features == c.features and back.cluster == c.cluster
+    assert back.features == c.features and back.clustering == c.clustering
     np.testing.assert_array_equal(back.predict(x), labels)
     w, b = _affine(c)  # the fixed layer IDEC puts in the network is the same transform
     np.testing.assert_allclose(x @ w + b, z, rtol=1e-4, atol=1e-4)
@@ -46,7 +46,7 @@ def test_clusterer_pca_whitening_fit_predict_and_round_trip(tmp_path):
 
 def test_consensus_finds_the_blobs_and_is_a_centroid_model(tmp_path):
     x, y = blobs(n=90, k=3, d=8, seed=2)
-    c = Clusterer(FeatureSpec(standardize=True, pca=6, whiten=True), ClusterSpec(method="consensus", k=3, runs=20, seed=0))
+    c = Clusterer(FeatureSettings(standardize=True, pca=6, whiten=True), ClusteringSettings(method="consensus", k=3, consensus_runs=20, seed=0))
     labels = c.fit_predict(x)
     assert scores(y, labels)["nmi"] == pytest.approx(1.0)
     assert c.centroids_.shape == (3, 6)
@@ -56,8 +56,8 @@ def test_consensus_finds_the_blobs_and_is_a_centroid_model(tmp_path):
 
 def test_consensus_on_a_sample_assigns_every_clip():
     x, y = blobs(n=300, k=3, d=8, seed=3)
-    c = Clusterer(FeatureSpec(standardize=True, pca=6, whiten=True),
-                  ClusterSpec(method="consensus", k=3, runs=10, sample=30, seed=0))
+    c = Clusterer(FeatureSettings(standardize=True, pca=6, whiten=True),
+                  ClusteringSettings(method="consensus", k=3, consensus_runs=10, consensus_sample=30, seed=0))
     labels = c.fit_predict(x)  # co-association of 30 clips; the other 270 go to the nearest centroid
     assert len(labels) == 300 and scores(y, labels)["nmi"] == pytest.approx(1.0)
 
@@ -95,15 +95,15 @@ def test_mfcc_stats_baseline_features():
 
 
 def test_default_preset_resolves_auto_audio_settings():
-    cfg = load_config("default")
+    cfg = load_config("default").audio
     assert cfg.duration == "auto" and cfg.n_frames == "auto" and not cfg.resolved
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         cfg.geometry()
     r = cfg.resolve([0.4] * 50 + [0.6] * 50)
     assert r.resolved and r.duration == pytest.approx(0.6, abs=0.01)
     assert r.n_frames == 24  # ~0.6 s * 22050 / 512 = 25.8 -> a multiple of 8
     assert r.geometry().block_shape == (64, 24, 1) and r.geometry().blocks_per_clip == 1
-    assert r.as_configured("duration") == "auto" and r.as_configured("n_mels") == 64
+    assert r.configured()["duration"] == "auto" and r.configured()["n_mels"] == 64
     long = cfg.resolve([30.0] * 10)
     assert long.duration == 10.0 and long.n_frames == 128  # clamped
 
@@ -120,11 +120,11 @@ def test_contrastive_views():
 def test_farther_than_ranks_a_clip_s_distance_among_the_fitted_clips():
     """0 at a centroid, about the rank of a fitted clip's own distance, 1 beyond every fitted clip; None
     for a clusterer that kept no spread (older runs)."""
-    from tasks.cluster import Clusterer, ClusterSpec, FeatureSpec
+    from tasks.cluster import Clusterer, ClusteringSettings, FeatureSettings
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(20, 1, (200, 2))])
-    c = Clusterer(FeatureSpec(standardize=False, pca=0), ClusterSpec(method="kmeans", k=2))
+    c = Clusterer(FeatureSettings(standardize=False, pca=0), ClusteringSettings(method="kmeans", k=2))
     c.fit_predict(x)
     assert c.farther_than(x[:1]) is None
     c.remember_spread(x)

@@ -8,17 +8,19 @@ from flows.corpus import label_lookup, read_labels, scan
 
 def test_presets():
     seed = load_config("seed")
-    assert (seed.n_mels, seed.n_frames, seed.block, seed.channels) == (288, 432, 144, 3)
-    assert (seed.batch_size, seed.min_delta, seed.patience, seed.epochs, seed.k) == (4, 0.009, 15, 200, 20)
-    assert seed.model_spec().code_shape == (9, 9, 1)
-    assert load_config("fast").epochs < 50
+    a, t = seed.audio, seed.training
+    assert (a.n_mels, a.n_frames, a.block, a.channels) == (288, 432, 144, 3)
+    assert (t.batch_size, t.min_delta, t.patience, t.epochs, seed.clustering.k) == (4, 0.009, 15, 200, 20)
+    assert (seed.model.code_side(a.block), seed.model.code_channels) == (9, 1)
+    assert load_config("fast").training.epochs < 50
     default = load_config("default")
-    assert (default.objective, default.block, default.n_mels, default.duration) == ("contrastive", "image", 64, "auto")
-    assert default.cluster == "consensus"
-    assert (default.standardize, default.whiten, default.pca_components) == (True, True, 64)  # k = 20 -> 4 k, capped
-    assert load_config("default", k=10).pca_components == 40
-    assert load_config("default", k=10, cluster="kmeans").pca_components == 16  # one K-Means: 1.6 k
-    assert load_config("default", k=10).cluster_spec().runs == 100
+    assert (default.model.objective, default.audio.block, default.audio.n_mels, default.audio.duration) == ("contrastive", "image", 64, "auto")
+    assert default.clustering.method == "consensus" and default.clustering.dec_batch_size == 256
+    pca = lambda c: c.features.pca_components(c.clustering)  # noqa: E731
+    assert (default.features.standardize, default.features.whiten, pca(default)) == (True, True, 64)  # k = 20 -> 4 k, capped
+    assert pca(load_config("default", k=10)) == 40
+    assert pca(load_config("default", k=10, cluster="kmeans")) == 16  # one K-Means: 1.6 k
+    assert load_config("default", k=10).clustering.consensus_runs == 100
     with pytest.raises(ConfigError, match="sub-spaces of principal components"):
         load_config("default", pca=0)
 
@@ -28,14 +30,14 @@ def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
     f.write_text("k = 5\nepochs = 3\nbatch_size = 8\n")
     monkeypatch.setenv("AUDIOCLUST_EPOCHS", "7")
     c = load_config("seed", file=f, batch_size=2)
-    assert (c.k, c.epochs, c.batch_size) == (5, 7, 2)
+    assert (c.clustering.k, c.training.epochs, c.training.batch_size) == (5, 7, 2)
 
 
 def test_the_preset_named_by_the_caller_wins_over_environment_and_file(tmp_path, monkeypatch):
     f = tmp_path / "c.toml"
     f.write_text('preset = "seed"\nk = 5\n')
     assert load_config(None, file=f).preset == "seed"
-    assert load_config("fast", file=f).preset == "fast" and load_config("fast", file=f).k == 5  # file fields still apply
+    assert load_config("fast", file=f).preset == "fast" and load_config("fast", file=f).clustering.k == 5  # file fields still apply
     monkeypatch.setenv("AUDIOCLUST_PRESET", "default")
     assert load_config(None, file=f).preset == "default"  # environment over file
     assert load_config("fast", file=f).preset == "fast"  # --preset over both

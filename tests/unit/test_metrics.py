@@ -71,3 +71,15 @@ def test_score_predictions_skips_unlabelled_files_and_matches_evaluate(tmp_path)
     assert result["scores"] == evaluate([files[i] for i in kept], [labels[files[i]] for i in kept], [clusters[i] for i in kept], 3)
     assert result["scores"]["all"]["nmi"] == pytest.approx(1) and result["scores"]["all"]["n"] == 8
     assert score_predictions(rows, lambda f: "")["scores"] == {}
+
+
+def test_degenerate_results_are_named_not_scored():
+    from tasks.metrics import degenerate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 8))
+    assert degenerate(x, np.arange(30) % 3) is None
+    assert degenerate(np.zeros((30, 81))).startswith("collapsed code: the clip features are all zeros")
+    assert "the same for every clip" in degenerate(np.ones((30, 4)) * 0.3)
+    assert degenerate(x, np.zeros(30, int)).startswith("one cluster holds every clip")
+    assert "NaN" in degenerate(np.full((5, 2), np.nan))

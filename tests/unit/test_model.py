@@ -1,15 +1,15 @@
 import pytest
 
-from tasks.model import ModelSpec, build_autoencoder
+from tasks.model import ModelSettings, build_autoencoder
 
 
 def test_seed_autoencoder_is_the_reports():
-    spec = ModelSpec(block=144, channels=3)
-    autoencoder, encoder = build_autoencoder(spec)
+    spec = ModelSettings()
+    autoencoder, encoder = build_autoencoder(spec, (144, 144, 3))
     assert len(autoencoder.layers) == 18  # input + 4 x (conv, pool) + 4 x (deconv, upsample) + output conv
     assert encoder.output_shape == (None, 9, 9, 1)
     assert autoencoder.output_shape == (None, 144, 144, 3)
-    assert spec.code_size / (144 * 144 * 3) == pytest.approx(0.0013, abs=5e-5)  # the report's ratio
+    assert spec.code_size(144) / (144 * 144 * 3) == pytest.approx(0.0013, abs=5e-5)  # the report's ratio
     pools = [l for l in encoder.layers if l.__class__.__name__ == "MaxPooling2D"]
     ups = [l for l in autoencoder.layers if l.__class__.__name__ == "UpSampling2D"]
     assert len(pools) == 4 and len(ups) == 4
@@ -18,4 +18,4 @@ def test_seed_autoencoder_is_the_reports():
 
 def test_block_must_halve_cleanly():
     with pytest.raises(ValueError, match="not divisible"):
-        ModelSpec(block=100).code_side
+        ModelSettings().code_side(100)

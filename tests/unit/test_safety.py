@@ -10,7 +10,7 @@ import pytest
 from flows.config import load_config
 from flows.runtime import dask_task_runner
 from storage.lock import StoreLocked, lock_path, store_lock
-from tasks.audio import AudioSpec, Rejected, load_clip
+from tasks.audio import AudioSettings, Rejected, load_clip
 from tasks.preprocess import source_path
 
 
@@ -27,7 +27,7 @@ def test_a_corpus_of_symbolic_links_is_read_where_they_point(tmp_path):
     """Subsets linked from a dataset folder (or DVC / git-annex checkouts) are inputs like any file."""
     from flows.corpus import scan
     from storage import Geometry, Store
-    from tasks.preprocess import preprocess_batch
+    from tasks.preprocess import preprocess_range
     from tasks.synth import make_corpus
 
     audio, _ = make_corpus(tmp_path / "dataset", per_family=2, families=("tone",), seed=2)
@@ -39,7 +39,7 @@ def test_a_corpus_of_symbolic_links_is_read_where_they_point(tmp_path):
     url = str(tmp_path / "s.zarr")
     store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
     store.sync_manifest(scan(subset))
-    result = preprocess_batch(url, str(subset), 0, store.n_clips, AudioSpec(freq=64, frames=96, channels=1))
+    result = preprocess_range(url, str(subset), 0, store.n_clips, AudioSettings(n_mels=64, n_frames=96, block=32, channels=1))
     assert (result["stored"], result["rejected"]) == (2, 0), Store.open(url).rejects()
 
 
@@ -74,11 +74,11 @@ def test_an_hour_long_file_is_read_only_up_to_the_window(tmp_path):
     short = tmp_path / "five.wav"
     sf.write(short, (0.1 * rng.standard_normal(8000 * 5)).astype(np.float32), 8000, subtype="PCM_16")
     assert os.path.getsize(path) > 50e6
-    load_clip(str(short), AudioSpec())  # warm-up: imports and JIT compilation are not the file's cost
+    load_clip(str(short), AudioSettings())  # warm-up: imports and JIT compilation are not the file's cost
 
     def peak_of(p):
         tracemalloc.start()
-        out = load_clip(str(p), AudioSpec())
+        out = load_clip(str(p), AudioSettings())
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return out, peak
@@ -128,8 +128,8 @@ def test_a_link_that_breaks_is_rejected_and_stored_again_once_restored_and_a_loo
 
     from flows.corpus import scan
     from storage import Geometry, Store
-    from storage.store import OK, REJECTED
-    from tasks.preprocess import preprocess_batch
+    from storage import OK, REJECTED
+    from tasks.preprocess import preprocess_range
     from tasks.synth import make_corpus
 
     audio, _ = make_corpus(tmp_path / "dataset", per_family=3, families=("tone",), seed=2)
@@ -139,12 +139,12 @@ def test_a_link_that_breaks_is_rejected_and_stored_again_once_restored_and_a_loo
         (subset / p.name).symlink_to(p)
     (subset / "loop.wav").symlink_to(subset / "loop.wav")
     url = str(tmp_path / "s.zarr")
-    spec = AudioSpec(freq=64, frames=96, channels=1)
+    spec = AudioSettings(n_mels=64, n_frames=96, block=32, channels=1)
     store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=8)
 
     def run():
         store.sync_manifest(scan(subset))
-        preprocess_batch(url, str(subset), 0, store.n_clips, spec)
+        preprocess_range(url, str(subset), 0, store.n_clips, spec)
         s = Store.open(url)
         return dict(zip(s.read("path"), s.read("status"))), dict(s.rejects())
 

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from storage import Geometry, Store, StoreError
-from storage.store import OK, PENDING, REJECTED, REMOVED, VACANT, FileEntry
+from storage import OK, PENDING, REJECTED, REMOVED, VACANT, FileEntry, Geometry, Store, StoreError
 
 SEED_GEOMETRY = Geometry(freq=288, frames=432, block=144, channels=3)
 SMALL = Geometry(freq=64, frames=96, block=32, channels=1)
@@ -19,9 +18,9 @@ def test_report_geometry_671_clips_give_4026_blocks(tmp_path):
     assert store.n_blocks == 4026
     assert store.group["blocks"].shape == (4026, 144, 144, 3)
     assert "image" not in store.group  # images are joined from their blocks, not stored twice
-    batches = store.clip_batches()
-    assert batches[0] == (0, 32) and batches[-1] == (640, 671)
-    assert sum(e - s for s, e in batches) == 671
+    chunks = store.clip_chunks()
+    assert chunks[0] == (0, 32) and chunks[-1] == (640, 671)
+    assert sum(e - s for s, e in chunks) == 671
 
 
 def test_layout_chunks_and_dimension_names(tmp_path):
@@ -43,15 +42,15 @@ def test_manifest_appends_marks_changes_and_removals(tmp_path):
     status = store.read("status")
     status[:] = OK
     store.group["status"][:] = status
-    assert store.pending_batches() == []
+    assert store.pending_chunks() == []
     # unchanged listing: nothing to do
-    assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]))["changed"] == 0 and store.pending_batches() == []
+    assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]))["changed"] == 0 and store.pending_chunks() == []
     # b changed, c removed, d and e new: appended from the next chunk boundary
     sync = store.sync_manifest([FileEntry("a.wav", 10, 1), FileEntry("b.wav", 10, 2), FileEntry("d.wav", 1, 1), FileEntry("e.wav", 1, 1)])
     assert sync == {"listed": 4, "new": 2, "changed": 1, "removed": 1}
     assert list(store.read("status")) == [OK, PENDING, REMOVED, VACANT, PENDING, PENDING]
     assert list(store.read("path")) == ["a.wav", "b.wav", "c.wav", "", "d.wav", "e.wav"]
-    assert store.pending_batches() == [(0, 4), (4, 6)]
+    assert store.pending_chunks() == [(0, 4), (4, 6)]
     # c comes back: pending again, in its old slot
     store.sync_manifest(entries(["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]))
     assert store.read("status")[2] == PENDING
@@ -60,7 +59,7 @@ def test_manifest_appends_marks_changes_and_removals(tmp_path):
 def test_writes_must_be_whole_chunks_and_roundtrip(tmp_path):
     store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=2)
     store.sync_manifest(entries(["0.wav", "1.wav", "2.wav"]))
-    from storage.store import to_blocks
+    from storage import to_blocks
 
     img = np.random.default_rng(0).random((1, 64, 96, 1)).astype(np.float32)
     kw = dict(reasons=["silent"], hashes=["h"], durations=np.array([5.0]), blocks=to_blocks(img[0], 32))
@@ -113,7 +112,7 @@ def _filled_store(tmp_path):
     store = Store.create(url, SMALL, clips_per_chunk=2)
     store.sync_manifest(entries(["0.wav", "1.wav", "2.wav", "3.wav"]))
     rng = np.random.default_rng(0)
-    for s, e in store.clip_batches():
+    for s, e in store.clip_chunks():
         blocks = rng.random(((e - s) * 6, 32, 32, 1)).astype(np.float32)
         store.write_clips(s, status=np.full(e - s, OK), reasons=[""] * (e - s), hashes=["h"] * (e - s), durations=np.full(e - s, 5.0), blocks=blocks)
     return url
@@ -163,19 +162,19 @@ def test_stored_hash_is_sha256_of_the_file_and_older_stores_keep_blake2b(tmp_pat
 
     from flows.corpus import scan
     from storage import Geometry, Store
-    from tasks.audio import AudioSpec
-    from tasks.preprocess import preprocess_batch
+    from tasks.audio import AudioSettings
+    from tasks.preprocess import preprocess_range
     from tasks.synth import make_corpus
 
     audio, _ = make_corpus(tmp_path, per_family=2, families=("tone", "noise_bursts"), seed=3)
-    spec = AudioSpec(freq=64, frames=96, channels=1)
+    spec = AudioSettings(n_mels=64, n_frames=96, block=32, channels=1)
     for name, drop_attr in (("new.zarr", False), ("old.zarr", True)):
         url = str(tmp_path / name)
         store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
         if drop_attr:  # a store made before the attribute existed
             del store.group.attrs["hash"]
         store.sync_manifest(scan(audio))
-        preprocess_batch(url, str(audio), 0, store.n_clips, spec)
+        preprocess_range(url, str(audio), 0, store.n_clips, spec)
         store = Store.open(url)
         path = str(store.read("path")[0])
         data = (audio / path).read_bytes()
@@ -191,16 +190,16 @@ def test_files_touched_or_copied_again_with_the_same_bytes_are_not_decoded_again
 
     from flows.corpus import scan
     from tasks import preprocess
-    from tasks.audio import AudioSpec
+    from tasks.audio import AudioSettings
     from tasks.synth import make_corpus, synth_clip
 
     audio, _ = make_corpus(tmp_path, per_family=3, families=("tone", "noise_bursts"), seed=5)  # 6 clips
     (audio / "notes.txt").write_text("not audio")  # rejected, and stays rejected with its reason
-    spec = AudioSpec(freq=64, frames=96, channels=1)
+    spec = AudioSettings(n_mels=64, n_frames=96, block=32, channels=1)
     url = str(tmp_path / "s.zarr")
     store = Store.create(url, SMALL, clips_per_chunk=4)  # 7 files: chunks of 4 and 3
     store.sync_manifest(scan(audio))
-    first = preprocess.preprocess_batch(url, str(audio), 0, store.n_clips, spec)
+    first = preprocess.preprocess_range(url, str(audio), 0, store.n_clips, spec)
     assert (first["stored"], first["rejected"], first["unchanged"]) == (6, 1, 0)
     before = Store.open(url)
     blocks, reasons, paths = before.read("blocks"), list(before.read("reason")), list(before.read("path"))
@@ -215,9 +214,9 @@ def test_files_touched_or_copied_again_with_the_same_bytes_are_not_decoded_again
     assert store.sync_manifest(scan(audio))["changed"] == 7
 
     decoded = []
-    real = preprocess.load_clip
-    monkeypatch.setattr(preprocess, "load_clip", lambda path, s, data=None: decoded.append(os.path.basename(path)) or real(path, s, data))
-    again = preprocess.preprocess_batch(url, str(audio), 0, store.n_clips, spec)
+    real = preprocess.clip_blocks
+    monkeypatch.setattr(preprocess, "clip_blocks", lambda path, s, data=None: decoded.append(os.path.basename(path)) or real(path, s, data))
+    again = preprocess.preprocess_range(url, str(audio), 0, store.n_clips, spec)
     assert (again["stored"], again["rejected"], again["unchanged"]) == (1, 0, 6)
     assert decoded == [edited]
     after = Store.open(url)
@@ -227,3 +226,22 @@ def test_files_touched_or_copied_again_with_the_same_bytes_are_not_decoded_again
         same = np.array_equal(after.read("blocks")[i * bpc : (i + 1) * bpc], blocks[i * bpc : (i + 1) * bpc], equal_nan=True)
         assert same == (paths[i] != edited), paths[i]
     assert not np.isnan(after.read("blocks")).any()
+
+
+def test_storage_package_exports_and_leaf_modules():
+    import ast
+    import pathlib
+
+    import storage
+
+    for name in ("Store", "StoreError", "Geometry", "FileEntry", "VACANT", "PENDING", "OK", "REJECTED", "REMOVED",
+                 "to_blocks", "from_blocks", "file_hash", "hasher", "HASH"):
+        assert hasattr(storage, name) and name in storage.__all__
+    assert not hasattr(Store, "clip_batches") and not hasattr(Store, "pending_batches")  # no aliases
+    root = pathlib.Path(storage.__file__).parent
+    for leaf in ("layout.py", "hashing.py"):
+        tree = ast.parse((root / leaf).read_text())
+        imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in imported if m and m.split(".")[0] == "storage"], leaf
+    for path in root.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path.name

@@ -35,18 +35,18 @@ def test_one_task_processes_several_chunks_and_skips_finished_ones(tmp_path):
 
     from flows.corpus import scan
     from storage import Geometry, Store
-    from tasks.audio import AudioSpec
-    from tasks.preprocess import preprocess_batch
+    from tasks.audio import AudioSettings
+    from tasks.preprocess import preprocess_range
     from tasks.synth import make_corpus
 
     audio, _ = make_corpus(tmp_path, per_family=4, families=("tone", "clicks", "noise_bursts"), seed=2)
     url = str(tmp_path / "store.zarr")
     store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
     store.sync_manifest(scan(audio))
-    assert preprocess_batch(url, str(audio), 0, 4, AudioSpec(freq=64, frames=96, channels=1))["stored"] == 4
+    assert preprocess_range(url, str(audio), 0, 4, AudioSettings(n_mels=64, n_frames=96, block=32, channels=1))["stored"] == 4
     first = store.read("blocks", 0, 24)
     mtime = (tmp_path / "store.zarr" / "blocks" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns
-    result = preprocess_batch(url, str(audio), 0, 12, AudioSpec(freq=64, frames=96, channels=1))
+    result = preprocess_range(url, str(audio), 0, 12, AudioSettings(n_mels=64, n_frames=96, block=32, channels=1))
     assert (result["stored"], result["rejected"]) == (8, 0)  # chunks 1 and 2; chunk 0 had nothing pending
     assert Store.open(url).ok().all()
     np.testing.assert_array_equal(Store.open(url).read("blocks", 0, 24), first)

@@ -7,15 +7,17 @@ import pytest
 
 from flows.corpus import scan
 from storage import Geometry, Store
-from tasks.audio import AudioSpec
+from tasks.audio import AudioSettings
 from tasks.encode import encode_blocks, load_encoder
-from tasks.model import DECODERS, ENCODERS, ModelSpec
-from tasks.preprocess import preprocess_batch
+from tasks.model import ModelSettings
+
+ENCODERS, DECODERS = ("strided", "dense", "pool"), ("strided", "dense", "upsample")
+from tasks.preprocess import preprocess_range
 from tasks.synth import make_corpus
-from tasks.train import BlockStream, TrainSpec, split_clips, train_autoencoder
+from tasks.train import BlockStream, TrainingSettings, split_clips, train_autoencoder
 
 GEO = Geometry(freq=64, frames=96, block=32, channels=1)
-SPEC = AudioSpec(freq=64, frames=96, channels=1)
+SPEC = AudioSettings(n_mels=64, n_frames=96, block=32, channels=1)
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +27,24 @@ def tiny_store(tmp_path_factory):
     url = str(root / "store.zarr")
     store = Store.create(url, GEO, clips_per_chunk=4)
     store.sync_manifest(scan(audio))
-    for s, e in store.clip_batches():
-        preprocess_batch(url, str(audio), s, e, SPEC)
+    for s, e in store.clip_chunks():
+        preprocess_range(url, str(audio), s, e, SPEC)
     return url
 
 
 def small_model(**kw):
-    return ModelSpec(block=32, channels=1, filters=(4, 4), **kw)
+    return ModelSettings(filters=(4, 4), **kw)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
 @pytest.mark.parametrize("decoder", DECODERS)
 def test_every_encoder_decoder_combination_trains_and_encodes(tiny_store, tmp_path, encoder, decoder):
     spec = small_model(encoder=encoder, decoder=decoder)
-    summary = train_autoencoder(tiny_store, str(tmp_path), spec, TrainSpec(epochs=1, batch_size=8), log=lambda m: None)
+    summary = train_autoencoder(tiny_store, str(tmp_path), spec, TrainingSettings(epochs=1, batch_size=8), log=lambda m: None)
     assert summary["epochs"] == 1 and np.isfinite(summary["final_loss"])
     blocks = Store.open(tiny_store).blocks(0, 12)
     codes = encode_blocks(load_encoder(summary["encoder"]), blocks)
-    assert codes.shape == (12, spec.code_size) and np.all(np.isfinite(codes))
+    assert codes.shape == (12, spec.code_size(32)) and np.all(np.isfinite(codes))
 
 
 def test_stream_visits_each_block_once_per_pass_with_a_bounded_buffer(tiny_store):
@@ -75,7 +77,7 @@ class Interrupt(Exception):
 def test_interrupted_training_resumes_from_its_last_epoch(tiny_store, tmp_path):
     import keras
 
-    spec, train = small_model(), TrainSpec(epochs=4, batch_size=8, patience=10, min_delta=0.0, seed=3)
+    spec, train = small_model(), TrainingSettings(epochs=4, batch_size=8, patience=10, min_delta=0.0, seed=3)
 
     class StopAfterSecondEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -108,13 +110,13 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tiny_store, tmp_pa
             raise Interrupt()
 
     with pytest.raises(Interrupt):
-        train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=2, batch_size=8), log=lambda m: None, callbacks=[Stop()])
-    other = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=2, batch_size=4), log=lambda m: None)
+        train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainingSettings(epochs=2, batch_size=8), log=lambda m: None, callbacks=[Stop()])
+    other = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainingSettings(epochs=2, batch_size=4), log=lambda m: None)
     assert other["resumed_from_epoch"] is None and other["epochs"] == 2
 
 
 def test_encoder_is_loaded_once_per_process(tiny_store, tmp_path):
-    summary = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainSpec(epochs=1, batch_size=8), log=lambda m: None)
+    summary = train_autoencoder(tiny_store, str(tmp_path), small_model(), TrainingSettings(epochs=1, batch_size=8), log=lambda m: None)
     assert load_encoder(summary["encoder"]) is load_encoder(summary["encoder"])
 
 
@@ -128,9 +130,9 @@ def test_single_threaded_contrastive_training_is_repeatable(tiny_store, tmp_path
     script = (
         "import json, sys\n"
         "from tasks.contrastive import train_contrastive\n"
-        "from tasks.train import TrainSpec\n"
+        "from tasks.train import TrainingSettings\n"
         "for d in sys.argv[2:]:\n"
-        "    train_contrastive(sys.argv[1], d, (4, 8), TrainSpec(epochs=3, batch_size=16, seed=3, threads=1), lambda m: None, 'clip')\n"
+        "    train_contrastive(sys.argv[1], d, (4, 8), TrainingSettings(epochs=3, batch_size=16, seed=3, threads=1), lambda m: None, 'clip')\n"
     )
     runs = [str(tmp_path / "a"), str(tmp_path / "b")]
     done = subprocess.run([sys.executable, "-c", script, tiny_store, *runs], capture_output=True, text=True, timeout=300)
@@ -154,9 +156,9 @@ def test_interrupted_contrastive_training_resumes_exactly_where_it_stopped(tiny_
         "from storage import Store\n"
         "from tasks.contrastive import train_contrastive\n"
         "from tasks.encode import load_encoder\n"
-        "from tasks.train import TrainSpec\n"
+        "from tasks.train import TrainingSettings\n"
         "store, run, straight = sys.argv[1:]\n"
-        "spec = TrainSpec(epochs=4, batch_size=8, seed=5, threads=1)\n"
+        "spec = TrainingSettings(epochs=4, batch_size=8, seed=5, threads=1)\n"
         "class Killed(Exception): pass\n"
         "def kill_after_second(epoch, loss):\n"
         "    if epoch == 1: raise Killed()\n"
@@ -190,7 +192,7 @@ def test_a_corrupt_or_foreign_contrastive_checkpoint_is_not_used(tiny_store, tmp
     line and training starts from the first epoch (not a crash, not someone else's weights)."""
     from tasks.contrastive import train_contrastive
 
-    spec = TrainSpec(epochs=2, batch_size=8, seed=5)
+    spec = TrainingSettings(epochs=2, batch_size=8, seed=5)
 
     class Killed(Exception):
         pass
@@ -210,5 +212,24 @@ def test_a_corrupt_or_foreign_contrastive_checkpoint_is_not_used(tiny_store, tmp
 
     with pytest.raises(Killed):  # a checkpoint made with other settings: not even looked at
         train_contrastive(tiny_store, str(run), (4, 8), spec, lambda m: None, "clip", on_epoch_end=kill)
-    other = train_contrastive(tiny_store, str(run), (4, 8), TrainSpec(epochs=2, batch_size=4, seed=5), logs.append, "clip")
+    other = train_contrastive(tiny_store, str(run), (4, 8), TrainingSettings(epochs=2, batch_size=4, seed=5), logs.append, "clip")
     assert other["resumed_from_epoch"] is None
+
+
+def test_a_collapsed_code_is_reported_with_its_cause_not_scored(tiny_store, tmp_path):
+    """An all-zero code (the report's settings run to their end) is named as the failure, with no scores."""
+    import json
+    import shutil
+
+    from tasks.cluster import ClusteringSettings, FeatureSettings
+    from tasks.report import cluster_and_report
+
+    url = str(tmp_path / "store.zarr")
+    shutil.copytree(tiny_store, url)
+    store = Store.open(url, mode="r+")
+    store.create_codes(81)
+    for s, e in store.iter_block_chunks():
+        store.write_codes(s, np.zeros((e - s, 81), np.float32))
+    metrics = cluster_and_report(url, str(tmp_path / "run"), FeatureSettings(), ClusteringSettings(k=3), log=lambda m: None)
+    assert metrics["degenerate"].startswith("collapsed code: the clip features are all zeros")
+    assert metrics["scores"] == {} and json.loads((tmp_path / "run" / "metrics.json").read_text())["degenerate"]
