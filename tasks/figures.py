@@ -18,14 +18,12 @@ from tasks.plots import _plt, save
 
 def spectrogram_kinds(y: np.ndarray, spec, path: str | Path, title: str = "") -> Path:
     """Figure 3: the linear, log and Mel spectrograms of one clip side by side."""
-    from dataclasses import replace
-
     from tasks.audio import spectrogram
 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
     for ax, kind in zip(axes, ("linear", "log", "mel")):
-        img = spectrogram(y, replace(spec, kind=kind))
+        img = spectrogram(y, spec.model_copy(update={"spectrogram": kind}))
         ax.imshow(img, origin="lower", aspect="auto", cmap="magma", vmin=0, vmax=1)
         ax.set_title({"linear": "(c) linear power", "log": "(b) log (dB)", "mel": "(a) Mel (dB)"}[kind])
         ax.set_xlabel("frame")

@@ -68,8 +68,8 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     m = run(audio, labels, tmp_path / "d", preset="default", epochs=20)
     store = Store.open(m["store"])
     # 5 s synthetic clips, trimmed: the window is the corpus's 95th-percentile duration, recorded in the store
-    assert store.attrs["resolved"]["duration"] == m["config"]["duration"] == pytest.approx(5.0, abs=0.1)
-    assert store.geometry.blocks_per_clip == 1 and store.geometry.block_shape == (64, m["config"]["n_frames"], 1)
+    assert store.attrs["resolved"]["duration"] == m["config"]["audio"]["duration"] == pytest.approx(5.0, abs=0.1)
+    assert store.geometry.blocks_per_clip == 1 and store.geometry.block_shape == (64, m["config"]["audio"]["n_frames"], 1)
     train = json.loads((tmp_path / "d" / "model" / "train.json").read_text())
     assert train["objective"] == "contrastive" and train["epochs"] == 20
     assert m["clustering"]["method"] == "consensus"
