@@ -18,9 +18,9 @@ Precedence, lowest first: preset < TOML file < environment < CLI flags. The envi
 form of earlier versions (``k = 10``, ``AUDIOCLUST_N_WORKERS=4``) are read as their section's
 key (:data:`FLAT`).
 
-* ``seed``    - the report exactly: 288x432 Mel image, six 144x144x3 blocks, 18-layer
-                autoencoder to a 9x9x1 code, batch 4, EarlyStopping(0.009, 15), 200 epochs,
-                K-Means into 20 clusters. Hours on a CPU; minutes on a GPU.
+* ``seed``    - the report exactly: 288x432 Mel spectrogram saved as a colour picture (pixels
+                0..255), six 144x144x3 blocks, 18-layer autoencoder to a 9x9x1 code, batch 4,
+                EarlyStopping(0.009, 15), 200 epochs, K-Means into 20 clusters. Hours on a CPU.
 * ``default`` - our best (measured in ``bench/quality.py``): silence trimmed, the clip stretched
                 to a 64-band log-Mel image of up to 128 frames, one block per clip, each clip's
                 band means removed; a small CNN trained contrastively (SimCLR) on the corpus;
@@ -106,6 +106,8 @@ class Config(BaseModel):
             raise ValueError("clustering 'consensus' draws sub-spaces of principal components: set features.pca > 0 or 'auto'")
         if self.features.pca != "auto" and self.features.pca < 0:
             raise ValueError("features.pca must be >= 0")
+        if self.audio.image == "picture" and (self.audio.channels != 3 or self.features.source == "mfcc-stats"):
+            raise ValueError("audio.image 'picture' is a 3-channel colour image (audio.channels = 3), and the mfcc-stats baseline needs 'features'")
         if not 0 < self.training.crop <= 1:
             raise ValueError("training.crop must be in (0, 1]")
         return self
@@ -119,7 +121,10 @@ class Config(BaseModel):
         return self.model_copy(update={"audio": self.audio.with_resolved(values)})
 
 
-SEED: dict[str, Any] = {}  # the defaults above are the report's system
+SEED: dict[str, Any] = {  # the defaults above are the report's system; its input was a saved picture of the spectrogram
+    "audio": {"image": "picture"},  # pixels 0..255: its EarlyStopping(0.009, 15) then runs as the report's did (docs/research/seed_input.py)
+    "model": {"code_activation": "linear"},  # a 1-channel ReLU code dies (all zeros, NMI 0) within a few epochs
+}
 DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/quality.py
     "audio": {
         "duration": "auto",

@@ -44,8 +44,9 @@ class AudioSettings(BaseModel):
     max_frames: int = 128
     n_fft: int = 2048  # Mel only
     block: int | Literal["image"] = 144  # square block side; "image": the whole image is one block
-    channels: Literal[1, 3] = 3  # 1, or 3 = + delta + delta-delta
+    channels: Literal[1, 3] = 3  # 1, or 3 = + delta + delta-delta (or, for a picture, its colours)
     top_db: float = 80.0  # dynamic range kept by the dB kinds
+    image: Literal["features", "picture"] = "features"  # picture: the spectrogram as a saved colour image, pixels 0-255
     auto: tuple[str, ...] = ()  # set by resolve(): the fields that were "auto" (they stay auto in fingerprints)
 
     @property
@@ -279,11 +280,30 @@ def warm_up(spec: AudioSettings) -> None:
     image(y, spec)
 
 
+PICTURE_SCALE = 255.0  # the values of a picture's pixels: 0..255
+
+
+def value_scale(audio: dict | None) -> float:
+    """The largest value a store's images hold (``audio``: its recorded audio settings): 1, or 255 for pictures."""
+    return PICTURE_SCALE if (audio or {}).get("image") == "picture" else 1.0
+
+
+def picture(s: np.ndarray) -> np.ndarray:
+    """A [0, 1] spectrogram as the colour picture a plotted, saved and re-read spectrogram is:
+    low frequencies at the bottom, librosa's ``magma`` colour map, 8-bit RGB pixels (0..255)."""
+    from matplotlib import colormaps
+
+    rgb = colormaps["magma"](s[::-1])[..., :3]
+    return np.round(rgb * PICTURE_SCALE).astype(np.float32)
+
+
 def image(y: np.ndarray, spec: AudioSettings) -> np.ndarray:
-    """(freq, frames, channels) image in [0, 1]; channels 2-3 are the scaled deltas."""
+    """(freq, frames, channels) image: in [0, 1], channels 2-3 the scaled deltas; or a ``picture``."""
     import librosa
 
     s = spectrogram(y, spec)
+    if spec.image == "picture":
+        return picture(s)
     if spec.channels == 1:
         return s[..., None]
     if spec.channels != 3:

@@ -22,8 +22,10 @@ def split_clips(ok: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
 class BlockStream:
     """The blocks of the clips in ``clips``, read from the store chunk by chunk.
 
-    Each pass visits the chunks in a new seeded order and shuffles blocks within a
-    buffer of ``shuffle_chunks`` chunks; at most that many chunks are in memory.
+    Epoch ``e`` visits the chunks in an order drawn from ``(seed, e)`` and shuffles blocks within
+    a buffer of ``shuffle_chunks`` chunks; at most that many chunks (two buffers, where a batch
+    straddles them) are in memory. Any batch of any epoch can be asked for (:meth:`batch`): its
+    blocks depend only on the seed, the epoch and its position.
     """
 
     def __init__(self, store: Store, clips: np.ndarray, shuffle: bool = True, shuffle_chunks: int = 4, seed: int = 0):
@@ -31,9 +33,12 @@ class BlockStream:
         self.shuffle_chunks, self.seed = max(1, shuffle_chunks), seed
         self.bpc = store.geometry.blocks_per_clip
         self.chunks = [(s, e) for s, e in store.clip_chunks() if clips[s:e].any()]
+        self.sizes = np.array([int(clips[s:e].sum()) * self.bpc for s, e in self.chunks])
         self.n_blocks = int(clips.sum()) * self.bpc
         self.passes = 0
         self.max_buffered = 0  # blocks held at once, for tests and benchmarks
+        self._plans: dict[int, list] = {}
+        self._buffers: dict[tuple[int, int], np.ndarray] = {}
 
     def _read(self, s: int, e: int) -> np.ndarray:
         b0, b1 = self.store.block_range(s, e)
@@ -43,22 +48,61 @@ class BlockStream:
         """Every block of the selected clips at once, in store order (for trainers that hold the corpus)."""
         return np.concatenate([self._read(*c) for c in self.chunks])
 
+    def plan(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Epoch ``epoch``'s buffers: ``(chunk indices, order of their blocks)`` each, in reading order."""
+        if epoch not in self._plans:
+            rng = np.random.default_rng((self.seed, epoch))
+            order = rng.permutation(len(self.chunks)) if self.shuffle else np.arange(len(self.chunks))
+            step = self.shuffle_chunks if self.shuffle else 1
+            plan = []
+            for i in range(0, len(order), step):
+                n = int(self.sizes[order[i : i + step]].sum())
+                plan.append((order[i : i + step], rng.permutation(n) if self.shuffle else np.arange(n)))
+            self._plans = {epoch: plan}  # one epoch at a time
+        return self._plans[epoch]
+
+    def _buffer(self, epoch: int, b: int, keep: tuple = ()) -> np.ndarray:
+        """Buffer ``b`` of epoch ``epoch``; the others are let go, but those in ``keep``."""
+        if (epoch, b) not in self._buffers:
+            self._buffers = {k: v for k, v in self._buffers.items() if k in keep}
+            chunks, order = self.plan(epoch)[b]
+            self._buffers[(epoch, b)] = np.concatenate([self._read(*self.chunks[j]) for j in chunks])[order]
+            self.max_buffered = max(self.max_buffered, sum(len(v) for v in self._buffers.values()))
+        return self._buffers[(epoch, b)]
+
+    def batch(self, epoch: int, start: int, stop: int) -> np.ndarray:
+        """Blocks ``[start, stop)`` of epoch ``epoch``'s reading order."""
+        ends = np.cumsum([len(order) for _, order in self.plan(epoch)])
+        parts, pos = [], start
+        while pos < min(stop, self.n_blocks):
+            b = int(np.searchsorted(ends, pos, side="right"))
+            first = ends[b - 1] if b else 0
+            take = min(stop, ends[b]) - pos
+            parts.append(self._buffer(epoch, b, keep=((epoch, b - 1),) if parts else ())[pos - first : pos - first + take])
+            pos += take
+        return np.concatenate(parts)
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        rng = np.random.default_rng((self.seed, self.passes))
-        self.passes += 1
-        order = rng.permutation(len(self.chunks)) if self.shuffle else np.arange(len(self.chunks))
-        step = self.shuffle_chunks if self.shuffle else 1
-        for i in range(0, len(order), step):
-            buf = np.concatenate([self._read(*self.chunks[j]) for j in order[i : i + step]])
-            self.max_buffered = max(self.max_buffered, len(buf))
-            for k in rng.permutation(len(buf)) if self.shuffle else range(len(buf)):
-                yield buf[k]
+        """The blocks of the next pass, one by one."""
+        epoch, self.passes = self.passes, self.passes + 1
+        for b in range(len(self.plan(epoch))):
+            yield from self._buffer(epoch, b)
 
-    def dataset(self, batch_size: int):
-        import tensorflow as tf
 
-        shape = self.store.geometry.block_shape
-        ds = tf.data.Dataset.from_generator(lambda: iter(self), output_signature=tf.TensorSpec(shape, tf.float32))
-        ds = ds.map(lambda x: (x, x)).batch(batch_size)
-        n_batches = -(-self.n_blocks // batch_size)
-        return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(2)
+def autoencoder_batches(stream: BlockStream, batch_size: int, finite: bool = False):
+    """``(blocks, blocks)`` minibatches of ``stream`` for ``fit``: :class:`tasks.fit.StepData`;
+    ``finite``: one pass, for validation data."""
+    from tasks.fit import step_data_class
+
+    class AutoencoderBatches(step_data_class()):
+        steps = -(-stream.n_blocks // batch_size)
+
+        @property
+        def num_batches(self):
+            return self.steps if finite else None
+
+        def batch(self, epoch: int, step: int):
+            x = stream.batch(epoch, step * batch_size, (step + 1) * batch_size).astype(np.float32)
+            return x, x
+
+    return AutoencoderBatches()

@@ -25,8 +25,6 @@ outside weights.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -34,7 +32,8 @@ from typing import Callable
 import numpy as np
 
 from storage import Store
-from tasks import progress
+from tasks.caching import checkpoint_fingerprint
+from tasks.fit import Checkpoint, fit
 from tasks.keras_setup import clip_mean_removal_class, configure_keras
 
 
@@ -131,73 +130,53 @@ def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     return BlockStream(store, ok, shuffle=False).read_all()
 
 
-class Checkpoint:
-    """The training state after an epoch, in ``run_dir/checkpoint``: network weights (the
-    projector's, which hold the trunk's), Adam's slots, the augmentation generator's state and
-    the loss history, so a resumed run continues exactly where the killed one stopped.
+def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int):
+    """Two augmented views of each clip of a minibatch, for ``fit`` (:class:`tasks.fit.StepData`):
+    the clips of epoch ``e`` in an order drawn from ``(seed, e)``, a batch's views from ``(seed, e, step)``."""
+    from tasks.fit import step_data_class
 
-    Arrays go to files named by their epoch; ``state.json``, replaced atomically, names the
-    epoch whose files are complete, and older files are removed only after it moved on.
-    """
+    class ContrastiveViews(step_data_class()):
+        steps = len(xs) // batch_size  # the last partial batch is dropped: NT-Xent wants full batches
+        _order: tuple[int, np.ndarray] = (-1, np.empty(0, int))
 
-    def __init__(self, folder: Path, fingerprint: str):
-        self.folder, self.fingerprint = folder, fingerprint
+        def batch(self, epoch: int, step: int):
+            if self._order[0] != epoch:
+                self._order = (epoch, np.random.default_rng((seed, epoch)).permutation(len(xs)))
+            clips = xs[self._order[1][step * batch_size : (step + 1) * batch_size]]
+            rng = np.random.default_rng((seed, epoch, step))
+            return (augment(clips, xs, width, rng), augment(clips, xs, width, rng)), np.zeros(len(clips), np.float32)
 
-    def save(self, epoch: int, projector, opt, rng: np.random.Generator, history: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tag = f"{epoch:05d}"
-        np.savez(self.folder / f"weights-{tag}.npz", *projector.get_weights())
-        np.savez(self.folder / f"optimizer-{tag}.npz", *[np.asarray(v) for v in opt.variables])
-        state = {"fingerprint": self.fingerprint, "epoch": epoch, "rng": rng.bit_generator.state, "history": history}
-        (self.folder / "state.tmp.json").write_text(json.dumps(state))
-        os.replace(self.folder / "state.tmp.json", self.folder / "state.json")
-        for old in self.folder.glob("*.npz"):
-            if not old.stem.endswith(tag):
-                old.unlink(missing_ok=True)
-
-    def restore(self, projector, opt, rng: np.random.Generator, log: Callable[[str], None] = print) -> tuple[int, dict] | None:
-        """``(epochs done, history)`` after loading a matching checkpoint into the arguments; None,
-        with nothing changed, when there is none or it does not fit (then training starts afresh)."""
-        try:
-            state = json.loads((self.folder / "state.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if state.get("fingerprint") != self.fingerprint:
-            return None
-        tag = f"{state.get('epoch', -1):05d}"
-        opt.build(projector.trainable_variables)  # creates the slots only; Adam's first step builds them the same way
-        try:
-            weights, slots = (_load_arrays(self.folder / f"{kind}-{tag}.npz") for kind in ("weights", "optimizer"))
-            if not (_same_shapes(weights, projector.get_weights()) and _same_shapes(slots, [np.asarray(v) for v in opt.variables])):
-                raise ValueError("arrays of other shapes")
-            generator = np.random.default_rng()
-            generator.bit_generator.state = state["rng"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable or not this network's: start afresh
-            log(f"checkpoint in {self.folder} not used ({type(exc).__name__}: {exc}); training from the start")
-            return None
-        projector.set_weights(weights)
-        for v, a in zip(opt.variables, slots):
-            v.assign(a)
-        rng.bit_generator.state = generator.bit_generator.state
-        return state["epoch"] + 1, state["history"]
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+    return ContrastiveViews()
 
 
-def _load_arrays(path: Path) -> list[np.ndarray]:
-    """The arrays of an ``np.savez`` file; a truncated or corrupt one raises ValueError."""
-    import zipfile
+def nt_xent(temperature: float):
+    """NT-Xent (SimCLR) on ``y_pred`` = the two views' unit projections side by side: each view must pick
+    its partner out of the batch's other views. Per clip, the mean over its two views (``y_true`` unused)."""
+    from keras import ops
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return [z[f"arr_{i}"] for i in range(len(z.files))]
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise ValueError(f"{path.name}: {exc}") from exc
+    def loss(y_true, y_pred):
+        z1, z2 = ops.split(y_pred, 2, axis=1)
+        zz = ops.concatenate([z1, z2], axis=0)
+        b = ops.shape(z1)[0]
+        sim = ops.matmul(zz, ops.transpose(zz)) / temperature - 1e9 * ops.eye(2 * b)
+        partner = ops.concatenate([ops.arange(b, 2 * b), ops.arange(0, b)], axis=0)
+        ce = ops.sparse_categorical_crossentropy(partner, sim, from_logits=True)
+        return (ce[:b] + ce[b:]) / 2
+
+    return loss
 
 
-def _same_shapes(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    return len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
+def two_view_model(trunk, height: int, width: int, channels: int):
+    """The training model: both views through the trunk and projection head (Dense 256 -> ReLU -> Dense 128), unit length."""
+    import keras
+    from keras import layers
+
+    view = keras.Input((height, None, channels))
+    z = layers.Dense(128, name="proj2")(layers.Dense(256, activation="relu", name="proj1")(_pooled(trunk, view)))
+    projector = keras.Model(view, z, name="projector")
+    v1, v2 = keras.Input((height, width, channels), name="view1"), keras.Input((height, width, channels), name="view2")
+    unit = layers.UnitNormalization(axis=-1)
+    return keras.Model([v1, v2], layers.Concatenate(name="views")([unit(projector(v1)), unit(projector(v2))]), name="contrastive")
 
 
 def train_contrastive(
@@ -211,17 +190,13 @@ def train_contrastive(
 ) -> dict:
     """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``.
 
-    The state after every epoch is kept in ``run_dir/checkpoint`` (:class:`Checkpoint`, about
-    1 MB): a retry, or the next run after a killed one, resumes from the last finished epoch
+    The state after every epoch is kept in ``run_dir/checkpoint`` (:class:`tasks.fit.Checkpoint`,
+    about 1 MB): a retry, or the next run after a killed one, resumes from the last finished epoch
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
     checkpoint is written.
     """
-    from tasks.caching import checkpoint_fingerprint
-
     device = configure_keras(train.threads, train.seed)
     import keras
-    import tensorflow as tf
-    from keras import layers
 
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,53 +209,26 @@ def train_contrastive(
     del x
     epochs = auto_epochs(n) if train.epochs == "auto" else train.epochs
     width = crop_width(t, train.crop)
-    rng = np.random.default_rng(train.seed)
+    bs = min(train.batch_size, n)
 
     trunk = build_trunk(h, c, tuple(filters))
-    view = keras.Input((h, None, c))
-    z = layers.Dense(128, name="proj2")(layers.Dense(256, activation="relu", name="proj1")(_pooled(trunk, view)))
-    projector = keras.Model(view, z, name="projector")
-    opt = keras.optimizers.Adam(train.learning_rate)
-    temperature = float(train.temperature)
-
-    @tf.function
-    def step(v1, v2):
-        with tf.GradientTape() as tape:
-            z1 = tf.math.l2_normalize(projector(v1, training=True), 1)
-            z2 = tf.math.l2_normalize(projector(v2, training=True), 1)
-            zz = tf.concat([z1, z2], 0)
-            b = tf.shape(z1)[0]
-            sim = tf.matmul(zz, zz, transpose_b=True) / temperature - 1e9 * tf.eye(2 * b)
-            target = tf.concat([tf.range(b, 2 * b), tf.range(0, b)], 0)  # each view's partner
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(target, sim))
-        grads = tape.gradient(loss, projector.trainable_variables)
-        opt.apply_gradients(zip(grads, projector.trainable_variables))
-        return loss
-
-    bs = min(train.batch_size, n)
+    model = two_view_model(trunk, h, width, c)
+    model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
     log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs, on {device}")
-    history: dict[str, list[float]] = {"loss": []}
     checkpoint = Checkpoint(out / "checkpoint", checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train))
-    resumed = checkpoint.restore(projector, opt, rng, log)
-    first = 0
-    if resumed:
-        first, history = resumed
-        log(f"resuming from the checkpoint after epoch {first}")
-    t0 = time.perf_counter()
-    for epoch in range(first, epochs):
-        order = rng.permutation(n)
-        losses = []
-        for i in range(0, n - bs + 1, bs):
-            batch = xs[order[i : i + bs]]
-            losses.append(float(step(augment(batch, xs, width, rng), augment(batch, xs, width, rng))))
-        history["loss"].append(float(np.mean(losses)))
-        checkpoint.save(epoch, projector, opt, rng, history)
-        progress.update("train", epoch + 1, total=epochs, unit="epochs")
-        if epoch == first or (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
-            log(f"epoch {epoch + 1}/{epochs}: loss {history['loss'][-1]:.4f}")
+
+    def epoch_end(epoch, logs):
+        if epoch % 10 == 9 or epoch + 1 == epochs:
+            log(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history["loss"][-1])
+            on_epoch_end(epoch, logs["loss"])
+
+    t0 = time.perf_counter()
+    result = fit(model, contrastive_views(xs, bs, width, train.seed), epochs, checkpoint, log,
+                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
     seconds = time.perf_counter() - t0
+    history = result["history"]
+    first = result["resumed_from_epoch"]
 
     encoder = build_encoder((h, t, c), trunk, stats)
     encoder.save(out / "encoder.keras")
@@ -291,7 +239,7 @@ def train_contrastive(
         "history": str(out / "history.json"),
         "objective": "contrastive",
         "epochs": epochs,
-        "resumed_from_epoch": first if resumed else None,
+        "resumed_from_epoch": first,
         "final_loss": history["loss"][-1],
         "train_seconds": round(seconds, 1),
         "device": device,

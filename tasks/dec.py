@@ -21,6 +21,8 @@ import numpy as np
 
 from storage import Store
 from tasks.cluster import ClusteringSettings, Clusterer
+from tasks.caching import checkpoint_fingerprint, file_digest
+from tasks.fit import Checkpoint, fit
 from tasks.keras_setup import clustering_layer_class, configure_keras, load_model
 
 
@@ -40,6 +42,58 @@ def _affine(clusterer: Clusterer) -> tuple[np.ndarray, np.ndarray]:
     return w.astype(np.float32), b.astype(np.float32)
 
 
+def _dec_model(net, clusterer: Clusterer, k: int, bpc: int, block_shape: tuple, idec: bool):
+    """The network with the clustering layer on top: a clip's blocks -> ``q`` (and, for IDEC, the blocks' reconstruction)."""
+    import keras
+    from keras import ops
+
+    w, b = _affine(clusterer)
+    pool = clusterer.features.block_pool
+
+    class DecModel(keras.Model):
+        def __init__(self):
+            super().__init__(name="dec")
+            self.net = net
+            self.clustering = clustering_layer_class()(k, name="clustering")
+            self.w = self.add_weight(shape=w.shape, initializer=keras.initializers.Constant(w), trainable=False, name="affine_w")
+            self.b = self.add_weight(shape=b.shape, initializer=keras.initializers.Constant(b), trainable=False, name="affine_b")
+
+        def call(self, x, training=False):
+            n = ops.shape(x)[0]
+            out = self.net(ops.reshape(x, (-1, *block_shape)), training=training)
+            code, recon = (out[0], out[1]) if idec else (out, None)
+            codes = ops.reshape(code, (n, bpc, -1))
+            if pool == "concat":
+                feat = ops.reshape(codes, (n, -1))
+            elif pool == "mean":
+                feat = ops.mean(codes, axis=1)
+            else:
+                feat = ops.concatenate([ops.mean(codes, axis=1), ops.max(codes, axis=1)], axis=1)
+            q = self.clustering(ops.matmul(feat, self.w) + self.b)
+            return (q, ops.reshape(recon, ops.shape(x))) if idec else q
+
+    model = DecModel()
+    model(np.zeros((1, bpc, *block_shape), np.float32))  # builds every weight
+    model.clustering.centroids.assign(clusterer.centroids_.astype(np.float32))
+    return model
+
+
+def dec_batches(x: np.ndarray, batch_size: int, seed: int, idec: bool):
+    """Minibatches of clips with the current target ``p`` (set before each pass) for ``fit``."""
+    from tasks.fit import step_data_class
+
+    class DecBatches(step_data_class()):
+        steps = max(1, len(x) // batch_size)
+        p = np.empty(0)
+
+        def batch(self, epoch: int, step: int):
+            idx = np.array_split(np.random.default_rng((seed, epoch)).permutation(len(x)), self.steps)[step]
+            xb = x[idx].astype(np.float32)
+            return xb, ((self.p[idx], xb) if idec else self.p[idx])
+
+    return DecBatches()
+
+
 def run_idec(
     store_url: str,
     model_dir: str,
@@ -50,82 +104,59 @@ def run_idec(
     """Refine ``clusterer`` (fitted by K-Means on the network's features) inside the network.
 
     Reads the model in ``model_dir`` (``autoencoder.keras`` -> IDEC, else ``encoder.keras`` -> DEC),
-    trains it with the clustering layer on the stored clips, writes ``dec_encoder.keras`` there,
-    and updates ``clusterer.centroids_``. Returns the final hard assignments of the stored clips
-    (store order) and a summary.
+    trains it with the clustering layer on the stored clips (one ``fit`` epoch per pass, the target
+    refreshed between passes; checkpointed, so a killed run resumes), writes ``dec_encoder.keras``
+    there, and updates ``clusterer.centroids_``. Returns the final hard assignments of the stored
+    clips (store order) and a summary.
     """
     configure_keras(0, spec.seed)
     import keras
-    import tensorflow as tf
 
     model_dir = Path(model_dir)
     store = Store.open(store_url)
-    bpc = store.geometry.blocks_per_clip
+    bpc, block_shape = store.geometry.blocks_per_clip, store.geometry.block_shape
     ok = np.flatnonzero(store.ok())
-    x = store.read("blocks").reshape(-1, bpc, *store.geometry.block_shape)[ok]  # float16, clip-major
+    x = store.read("blocks").reshape(-1, bpc, *block_shape)[ok]  # float16, clip-major
     ae_path = model_dir / "autoencoder.keras"
-    if ae_path.is_file():
+    idec = ae_path.is_file()
+    if idec:
         ae = load_model(ae_path)
         net = keras.Model(ae.inputs, [ae.get_layer("code").output, ae.output])
-        mode = "IDEC"
     else:
         net = load_model(model_dir / "encoder.keras", compile=False)
-        mode = "DEC"
-    w, b = (tf.constant(a) for a in _affine(clusterer))
-    layer = clustering_layer_class()(spec.k, name="clustering")
-    layer.build((None, w.shape[1]))
-    layer.centroids.assign(clusterer.centroids_.astype(np.float32))
-    variables = net.trainable_variables + layer.trainable_variables
-    opt = keras.optimizers.Adam(spec.dec_learning_rate)
-    pool = clusterer.features.block_pool
-
-    def soft(xb, training):
-        flat = tf.reshape(xb, (-1, *store.geometry.block_shape))
-        out = net(flat, training=training)
-        code, recon = (out[0], out[1]) if mode == "IDEC" else (out, None)
-        codes = tf.reshape(code, (tf.shape(xb)[0], bpc, -1))
-        if pool == "concat":
-            feat = tf.reshape(codes, (tf.shape(xb)[0], -1))
-        elif pool == "mean":
-            feat = tf.reduce_mean(codes, 1)
-        else:
-            feat = tf.concat([tf.reduce_mean(codes, 1), tf.reduce_max(codes, 1)], 1)
-        return layer(tf.matmul(feat, w) + b), flat, recon
-
-    @tf.function
-    def step(xb, pb):
-        with tf.GradientTape() as tape:
-            q, flat, recon = soft(xb, True)
-            kl = tf.reduce_mean(tf.reduce_sum(pb * tf.math.log((pb + 1e-10) / (q + 1e-10)), 1))
-            loss = spec.dec_gamma * kl + tf.reduce_mean(tf.square(tf.cast(flat, recon.dtype) - recon)) if recon is not None else kl
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    predict = tf.function(lambda xb: soft(xb, False)[0])
+    mode = "IDEC" if idec else "DEC"
+    model = _dec_model(net, clusterer, spec.k, bpc, block_shape, idec)
+    kl = keras.losses.KLDivergence()
+    model.compile(optimizer=keras.optimizers.Adam(spec.dec_learning_rate), loss=[kl, "mse"] if idec else kl,
+                  loss_weights=[spec.dec_gamma, 1.0] if idec else None)
+    data = dec_batches(x, spec.dec_batch_size, spec.seed, idec)
+    source = ae_path if idec else model_dir / "encoder.keras"
+    checkpoint = Checkpoint(model_dir / "dec_checkpoint", checkpoint_fingerprint(
+        store_url, file_digest(str(source)), clusterer.centroids_, clusterer.features, spec))
+    state = checkpoint.restore(model, log)
+    first, history = (state["epoch"] + 1, state["history"]) if state else (0, {})
 
     def assignments() -> np.ndarray:
-        bs = max(1, 1024 // bpc)
-        return np.concatenate([predict(tf.constant(x[i : i + bs].astype(np.float32))).numpy() for i in range(0, len(x), bs)])
+        out = model.predict(x.astype(np.float32), batch_size=max(1, 1024 // bpc), verbose=0)
+        return out[0] if idec else out
 
-    rng = np.random.default_rng(spec.seed)
     q = assignments()
     labels = q.argmax(1)
-    changed, passes = 1.0, 0
-    for passes in range(1, spec.dec_epochs + 1):
-        p = target_distribution(q).astype(np.float32)
-        order = rng.permutation(len(x))
-        losses = [float(step(tf.constant(x[idx].astype(np.float32)), tf.constant(p[idx])))
-                  for idx in np.array_split(order, max(1, len(x) // spec.dec_batch_size))]
+    changed, passes = 1.0, first
+    for passes in range(first + 1, spec.dec_epochs + 1):
+        data.p = target_distribution(q).astype(np.float32)
+        fit(model, data, passes, checkpoint, log, first_epoch=passes - 1, history=history)
         q = assignments()
         new = q.argmax(1)
         changed = float((new != labels).mean())
         labels = new
-        log(f"{mode} pass {passes}: loss {np.mean(losses):.4f}, {changed:.2%} of clips changed cluster")
+        log(f"{mode} pass {passes}: loss {history['loss'][-1]:.4f}, {changed:.2%} of clips changed cluster")
         if changed < spec.dec_tol:
             break
-    encoder = keras.Model(net.inputs, net.outputs[0]) if mode == "IDEC" else net
+    encoder = keras.Model(net.inputs, net.outputs[0]) if idec else net
     encoder.save(model_dir / "dec_encoder.keras")
-    clusterer.centroids_ = layer.centroids.numpy().astype(np.float64)
-    summary = {"mode": mode, "passes": passes, "last_changed": changed, "encoder": str(model_dir / "dec_encoder.keras")}
+    clusterer.centroids_ = np.asarray(model.clustering.centroids).astype(np.float64)
+    checkpoint.clear()
+    summary = {"mode": mode, "passes": passes, "last_changed": changed, "encoder": str(model_dir / "dec_encoder.keras"),
+               "resumed_from_pass": first or None}
     return labels, summary
-

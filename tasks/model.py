@@ -38,6 +38,7 @@ class ModelSettings(BaseModel):
     code_channels: int = 1
     kernel: int = 3
     activation: str = "relu"
+    code_activation: str = "relu"  # of the code layer; a 1-channel ReLU code can die (all zeros): "linear" cannot
     encoder: Literal["strided", "dense", "pool"] = "pool"  # report cases 1, 2, 3
     decoder: Literal["strided", "dense", "upsample"] = "upsample"  # report cases 1, 2, 3
 
@@ -72,6 +73,8 @@ def _encoder(x, spec: ModelSettings, block: int):
     stage_filters = (*spec.filters, spec.code_channels)
     for i, f in enumerate(stage_filters):
         last = i == spec.stages - 1
+        if last:
+            conv = {**conv, "activation": spec.code_activation}
         if spec.encoder == "strided":
             x = layers.Conv2D(f, strides=2, name="code" if last else f"enc_conv{i}", **conv)(x)
         elif spec.encoder == "pool":
@@ -83,7 +86,7 @@ def _encoder(x, spec: ModelSettings, block: int):
         else:
             x = layers.MaxPooling2D(2, name=f"enc_pool{i}")(x)
             x = layers.Flatten(name="enc_flatten")(x)
-            x = layers.Dense(spec.code_size(block), activation=spec.activation, name="code")(x)
+            x = layers.Dense(spec.code_size(block), activation=spec.code_activation, name="code")(x)
     return x
 
 
@@ -109,17 +112,25 @@ def _decoder(x, spec: ModelSettings, block: int, channels: int):
     return layers.Conv2D(channels, spec.kernel, padding="same", activation="sigmoid", dtype="float32", name="reconstruction")(x)
 
 
-def build_autoencoder(spec: ModelSettings, block_shape: tuple[int, int, int]):
-    """Return ``(autoencoder, encoder)`` for square blocks of ``block_shape``; the encoder shares the autoencoder's layers."""
+def build_autoencoder(spec: ModelSettings, block_shape: tuple[int, int, int], scale: float = 1.0):
+    """Return ``(autoencoder, encoder)`` for square blocks of ``block_shape`` whose values lie in
+    [0, ``scale``]; the encoder shares the autoencoder's layers.
+
+    With ``scale`` > 1 (pictures, 0..255) the network works on [0, 1] inside (a rescaling at each
+    end, no weights) while its loss stays in the data's own units, as the report's did."""
     import keras
+    from keras import layers
 
     block, width, channels = block_shape
     if block != width:
         raise ValueError(f"the autoencoder takes square blocks, not {block}x{width}")
     spec.code_side(block)  # validates the geometry before building
     inp = keras.Input(block_shape, name="block")
-    code = _encoder(inp, spec, block)
+    x = layers.Rescaling(1.0 / scale, name="to_unit")(inp) if scale != 1.0 else inp
+    code = _encoder(x, spec, block)
     out = _decoder(code, spec, block, channels)
+    if scale != 1.0:
+        out = layers.Rescaling(scale, name="to_scale")(out)
     return keras.Model(inp, out, name="autoencoder"), keras.Model(inp, code, name="encoder")
 
 

@@ -170,3 +170,18 @@ def test_a_file_is_read_once_hashed_and_decoded_from_its_bytes(tmp_path, monkeyp
         load_clip(str(p), AudioSettings(), b"")
     monkeypatch.setattr(pre, "READ_ONCE_BYTES", 1000)  # larger files: hashed in blocks, not kept in memory
     assert pre.read_and_hash(str(p)) == (digest, None)
+
+
+def test_a_picture_is_the_spectrogram_as_a_saved_colour_image():
+    """The report's input: the spectrogram plotted with a colour map, saved and read back (RGB, 0..255)."""
+    from tasks.audio import picture, value_scale
+
+    spec = AudioSettings(n_mels=64, n_frames=96, block=32, image="picture")
+    t = np.arange(22050 * 5) / 22050
+    img = image((0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), spec)
+    assert img.shape == (64, 96, 3) and img.dtype == np.float32
+    assert img.min() >= 0 and img.max() <= 255 and np.array_equal(img, np.round(img))  # 8-bit pixels
+    s = np.linspace(0, 1, 64)[:, None] * np.ones((1, 5))
+    p = picture(s)
+    assert np.array_equal(p[0], picture(np.ones((1, 5)))[0]) and p[-1].sum() < p[0].sum()  # loud bands bright, low rows at the bottom
+    assert value_scale({"image": "picture"}) == 255.0 and value_scale({"image": "features"}) == value_scale(None) == 1.0

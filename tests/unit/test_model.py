@@ -19,3 +19,15 @@ def test_seed_autoencoder_is_the_reports():
 def test_block_must_halve_cleanly():
     with pytest.raises(ValueError, match="not divisible"):
         ModelSettings().code_side(100)
+
+
+def test_a_picture_autoencoder_learns_in_pixel_units_on_unit_inputs():
+    """Pixels 0..255: rescaled to [0, 1] inside (no weights), reconstructed back to 0..255, so the
+    loss (and EarlyStopping's min_delta) is in the data's own units, as the report's was."""
+    import numpy as np
+
+    auto, encoder = build_autoencoder(ModelSettings(code_activation="linear"), (144, 144, 3), scale=255.0)
+    assert [l.name for l in auto.layers][1] == "to_unit" and auto.layers[-1].name == "to_scale"
+    out = auto.predict(np.full((1, 144, 144, 3), 255.0, np.float32), verbose=0)
+    assert 0 <= out.min() and out.max() <= 255 and out.max() > 1  # the sigmoid's range, scaled to pixels
+    assert encoder.output_shape == (None, 9, 9, 1) and encoder.get_layer("enc_conv3").activation.__name__ == "linear"
