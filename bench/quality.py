@@ -3,7 +3,11 @@
 One table per corpus; rows: the handcrafted baseline (``--features mfcc-stats``, K-Means), the
 ``seed`` preset (the report's system, with its epochs capped by ``--seed-epochs`` so it
 finishes), the ``default`` preset's network clustered by plain K-Means, the ``default`` preset
-(its consensus clustering), and the ``default`` network with IDEC/DEC clustering inside it.
+(its consensus clustering), and the ``default`` network with IDEC/DEC clustering inside it;
+``kauto``: ``--k auto`` on the ``default`` row's network, its chosen k and NMI beside the true-k
+run's, and its NMI against every label column (fsdd: digit and speaker: which structure the pick
+found). Corpora: esc10 and fsdd from ../shared/data, and ``synth6`` / ``synth12``, synthesized
+sound families of known k (tasks/synth.py).
 Columns: NMI / AMI / ARI / ACC as mean ± std over ``--seeds`` (network and K-Means seed), and
 wall seconds per run (mean). Every run is the real pipeline flow (Prefect + Dask + Zarr);
 each corpus is preprocessed once per audio setting first (its time is printed separately),
@@ -61,14 +65,44 @@ def summarize(runs: list[tuple[dict, float]]) -> dict:
     return row
 
 
+SYNTH = {"synth6": 6, "synth12": 12}  # synthesized corpora of known k: 20 clips per family (tasks/synth.py)
+
+
+def corpus(name: str, work: Path, k: int) -> tuple[Path, Path, int]:
+    """``(audio folder, labels file, true k)``: a corpus under ../shared/data, or one synthesized into ``work``."""
+    if name not in SYNTH:
+        return SHARED_DATA / name / "audio", SHARED_DATA / name / "labels.csv", k
+    from tasks.synth import FAMILIES, MORE_FAMILIES, make_corpus
+
+    families = MORE_FAMILIES[: SYNTH[name]] if SYNTH[name] <= len(MORE_FAMILIES) else (FAMILIES + MORE_FAMILIES)[: SYNTH[name]]
+    if not (work / "labels.csv").is_file():
+        make_corpus(work, per_family=20, families=families, seed=SYNTH[name])
+    return work / "audio", work / "labels.csv", SYNTH[name]
+
+
+def other_structures(metrics: dict) -> dict:
+    """NMI of a run's clusters against every label column of its labels file (fsdd: digit and speaker)."""
+    import csv
+
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from tasks.report import read_predictions
+
+    with open(metrics["labels_file"], newline="") as fh:
+        rows = {Path(r["file"]).name: r for r in csv.DictReader(fh)}
+    pred = [(rows.get(Path(f).name), c) for f, c in read_predictions(metrics["predictions"])]
+    columns = [c for c in next(iter(rows.values())) if c != "file" and len({r[c] for r in rows.values()}) <= 50]
+    return {c: float(normalized_mutual_info_score([r[c] for r, _ in pred if r], [k for r, k in pred if r])) for c in columns}
+
+
 def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str], work: Path, k: int) -> dict:
-    audio, labels = SHARED_DATA / name / "audio", SHARED_DATA / name / "labels.csv"
     work = work / name
     work.mkdir(parents=True, exist_ok=True)
+    audio, labels, k = corpus(name, work, k)
     common = dict(k=k)
     result: dict = {"corpus": name, "k": k, "seeds": seeds, "rows": {}, "preprocess_s": {}}
     default_store, seed_store = work / "default.zarr", work / "seed.zarr"
-    if {"baseline", "kmeans", "default", "dec"} & set(rows):
+    if {"baseline", "kmeans", "default", "dec", "kauto"} & set(rows):
         result["preprocess_s"]["default"] = preprocess(audio, labels, default_store, "default", **common)
     if "seed" in rows:
         result["preprocess_s"]["seed"] = preprocess(audio, labels, seed_store, "seed", **common)
@@ -85,8 +119,8 @@ def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str],
     if "seed" in rows:
         record(f"seed ({seed_epochs} epochs)", [one_run(audio, labels, work / f"seed-s{s}", seed_store, "seed",
                                                         epochs=seed_epochs, seed=s, **common) for s in seeds])
-    if {"default", "kmeans", "dec"} & set(rows):
-        plain, other = [], {"kmeans": [], "dec": []}
+    if {"default", "kmeans", "dec", "kauto"} & set(rows):
+        plain, other, auto = [], {"kmeans": [], "dec": []}, []
         for s in seeds:
             out = work / f"default-s{s}"
             plain.append(one_run(audio, labels, out, default_store, "default", seed=s, **common))
@@ -94,6 +128,13 @@ def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str],
                 if row in rows:  # same run folder: the trained network comes from cache, then only the clustering differs
                     m, extra = one_run(audio, labels, out, default_store, "default", seed=s, cluster=method, **common)
                     other[row].append((m, plain[-1][1] + extra))
+            if "kauto" in rows:  # the same network (cached), k chosen from the data
+                m, extra = one_run(audio, labels, out, default_store, "default", seed=s, k="auto")
+                auto.append({"seed": s, "k": m["k"], "nmi": m["scores"]["all"]["nmi"], "true_k_nmi": plain[-1][0]["scores"]["all"]["nmi"],
+                             "k_auto_s": m["k_auto"]["seconds"], "wall_s": extra, "structures": other_structures(m)})
+                print(f"[{name}] k auto, seed {s}: k = {m['k']} (true {k}), NMI {auto[-1]['nmi']:.4f} "
+                      f"(true k: {auto[-1]['true_k_nmi']:.4f}); NMI by label column {auto[-1]['structures']}", flush=True)
+        result["k_auto"] = auto
         if other["kmeans"]:
             record("default network, K-Means", other["kmeans"])
         if "default" in rows:
@@ -112,17 +153,26 @@ def markdown(results: list[dict], seed_epochs: int) -> str:
         for key, row in r["rows"].items():
             cells = " | ".join(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS)
             lines.append(f"| {key} | {cells} | {row['public_nmi']:.3f} | {row['seconds']:.0f} |")
+        if r.get("k_auto"):
+            lines += ["", f"`--k auto` (true k = {r['k']}):", "",
+                      "| seed | chosen k | NMI | true-k NMI | ratio | within ±30 % | NMI by label column |", "|---|---|---|---|---|---|---|"]
+            for a in r["k_auto"]:
+                cols = ", ".join(f"{c} {v:.3f}" for c, v in a["structures"].items())
+                lines.append(f"| {a['seed']} | {a['k']} | {a['nmi']:.3f} | {a['true_k_nmi']:.3f} | {a['nmi'] / a['true_k_nmi']:.2f} | "
+                             f"{'yes' if abs(a['k'] - r['k']) <= 0.3 * r['k'] else 'no'} | {cols} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpora", default="esc10,fsdd", help="comma-separated corpora under ../shared/data [esc10,fsdd]")
+    ap.add_argument("--corpora", default="esc10,fsdd,synth6,synth12",
+                    help="comma-separated corpora under ../shared/data, or synthesized: synth6, synth12 [esc10,fsdd,synth6,synth12]")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [0,1,2]")
     ap.add_argument("--seed-epochs", type=int, default=2, help="epoch cap for the seed preset row (the report's 200 take hours) [2]")
-    ap.add_argument("--rows", default="baseline,seed,kmeans,default,dec", help="which rows [baseline,seed,kmeans,default,dec]")
-    ap.add_argument("--k", type=int, default=10, help="clusters [10: both corpora have 10 classes]")
+    ap.add_argument("--rows", default="baseline,seed,kmeans,default,dec,kauto",
+                    help="which rows; kauto: --k auto on the default row's network [baseline,seed,kmeans,default,dec,kauto]")
+    ap.add_argument("--k", type=int, default=10, help="clusters of the shared corpora [10: both have 10 classes]; synthesized: their families")
     ap.add_argument("--work", default="/tmp/audioclust-bench-quality", help="stores and run folders [/tmp/audioclust-bench-quality]")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -130,7 +180,7 @@ def main() -> None:
     work = Path(a.work)
     results = []
     for name in a.corpora.split(","):
-        if not (SHARED_DATA / name / "labels.csv").is_file():
+        if name not in SYNTH and not (SHARED_DATA / name / "labels.csv").is_file():
             print(f"skipping {name}: {SHARED_DATA / name} not found")
             continue
         results.append(bench_corpus(name, seeds, a.seed_epochs, rows, work, a.k))

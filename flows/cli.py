@@ -32,7 +32,9 @@ Labels = Annotated[Optional[str], typer.Option("--labels", help="CSV with column
 LabelColumn = Annotated[str, typer.Option("--label-column", help="Column of --labels to score against.")]
 Preset = Annotated[Optional[str], typer.Option("--preset", help="Named preset: seed (the report exactly), default (our best), fast (tests) \\[default: AUDIOCLUST_PRESET, else the --config file's, else default].")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of config fields (overrides the preset).")]
-K = Annotated[Optional[int], typer.Option("--k", help="Number of clusters \\[default: 20].")]
+K = Annotated[Optional[str], typer.Option("--k", help="Number of clusters, or auto: chosen from the data in [--k-min, --k-max] \\[default: 20].")]
+KMin = Annotated[Optional[int], typer.Option("--k-min", help="--k auto: the fewest clusters to consider \\[default: 2].")]
+KMax = Annotated[Optional[int], typer.Option("--k-max", help="--k auto: the most clusters to consider (at most a third of the clips) \\[default: 20].")]
 Epochs = Annotated[Optional[str], typer.Option("--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")]
 Features = Annotated[Optional[str], typer.Option("--features", help="network (the trained encoder's codes) or mfcc-stats (handcrafted baseline: MFCC and log-Mel mean/std, no network).")]
 Cluster = Annotated[Optional[str], typer.Option("--cluster", help="kmeans (the seed and fast presets'); consensus: of 100 K-Means runs on random PCA sub-spaces (the default preset's; with seed or fast also set pca, e.g. AUDIOCLUST_PCA=auto); or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")]
@@ -41,6 +43,8 @@ Workers = Annotated[Optional[int], typer.Option("--n-workers", help="Local Dask 
 Address = Annotated[Optional[str], typer.Option("--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")]
 Threads = Annotated[Optional[int], typer.Option("--threads-per-worker", help="Threads per local Dask worker \\[default: 1].")]
 Memory = Annotated[Optional[str], typer.Option("--memory-limit", help="Memory limit per local Dask worker, e.g. 4GiB \\[default: auto].")]
+Segment = Annotated[Optional[float], typer.Option("--segment", help="Cut every file into windows of this many seconds, each clustered (long recordings); predictions give each window's start and end \\[default: one clip per file].")]
+Hop = Annotated[Optional[float], typer.Option("--hop", help="Seconds between window starts \\[default: --segment, windows side by side].")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show every log line as the libraries write it: Prefect's run log, TensorFlow's start-up lines, library warnings (as AUDIOCLUST_LOG_LEVEL=DEBUG; INFO: Prefect's run log only).")]
 
 
@@ -94,6 +98,10 @@ def _print_scores(scores: dict, title: str) -> None:
 
 def _print_result(metrics: dict, seconds: float) -> None:
     _print_scores(metrics["scores"], f"audioclust: {metrics['stored']} clips clustered into k = {metrics['k']}")
+    if metrics.get("k_auto"):
+        from tasks.report import k_picked
+
+        console.print(f"k = {metrics['k']}, {k_picked(metrics)}", soft_wrap=True)
     timings = metrics.get("timings") or {}
     cached = [what for what, key in (("the network", "train_cached"), ("the clustering", "cluster_cached")) if timings.get(key)]
     console.print(
@@ -109,6 +117,11 @@ def _print_result(metrics: dict, seconds: float) -> None:
     if most:
         err.print(f"[yellow]warning:[/] {metrics['rejected']} of {metrics['found']} files were rejected, most as {most}: "
                   "is the preset right for this corpus? (see the rejects file)", highlight=False, soft_wrap=True)
+    pre = metrics.get("preprocess") or {}
+    if pre.get("ignored_files"):  # long files read as one clip: say how much audio that left out
+        err.print(f"[yellow]warning:[/] {pre['ignored_files']} files are longer than the clip: {pre['ignored_s']:.0f} s of their "
+                  "audio was not read (listed in the rejects file); --segment SECONDS clusters every window of them",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -117,6 +130,8 @@ def run(
     labels: Labels = None,
     label_column: LabelColumn = "label",
     k: K = None,
+    k_min: KMin = None,
+    k_max: KMax = None,
     preset: Preset = None,
     config: ConfigFile = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Zarr store path \\[default: OUT/store.zarr].")] = None,
@@ -129,19 +144,23 @@ def run(
     threads_per_worker: Threads = None,
     memory_limit: Memory = None,
     dask_address: Address = None,
+    segment: Segment = None,
+    hop: Hop = None,
     verbose: Verbose = False,
 ) -> None:
     """Preprocess, train, encode and cluster INPUT; print scores when labels are given.
 
     Preprocessing is incremental: re-running on the same folder and store only processes new or changed files.
-    Every other config field can be set in a --config TOML file or as AUDIOCLUST_<FIELD> in the environment.
+    Every other setting can be given in a --config TOML file ([section] key = value) or as
+    AUDIOCLUST_<SECTION>__<KEY> in the environment (docs/architecture.md#configuration).
     """
     t0 = time.perf_counter()
     with _running(verbose, "run"):
         metrics = runs.run_pipeline(
             input_dir, labels, out, store, label_column,
-            preset=preset, file=config, k=k, epochs=epochs, features=features, cluster=cluster, seed=seed,
+            preset=preset, file=config, k=k, k_min=k_min, k_max=k_max, epochs=epochs, features=features, cluster=cluster, seed=seed,
             n_workers=n_workers, dask_address=dask_address, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+            segment=segment, hop=hop,
         )
     _print_result(metrics, time.perf_counter() - t0)
 
@@ -150,7 +169,7 @@ def run(
 def assign(
     input_dir: Input,
     model: Annotated[Path, typer.Option("--model", help="A finished run folder (the --out of `audioclust run`).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (file, cluster, farther_than, reason) \\[default: print to the terminal].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (file, start, end, cluster, farther_than, reason) \\[default: print to the terminal].")] = None,
     local: Annotated[Optional[bool], typer.Option("--local/--dask", help=f"In this process, with a progress bar, or as a Prefect flow fanning batches of 256 files out on Dask \\[default: local up to {LOCAL_ASSIGN_MAX} files; --n-workers or --dask-address mean --dask].")] = None,
     n_workers: Workers = None,
     dask_address: Address = None,
@@ -188,12 +207,15 @@ def preprocess(
     threads_per_worker: Threads = None,
     memory_limit: Memory = None,
     dask_address: Address = None,
+    segment: Segment = None,
+    hop: Hop = None,
     verbose: Verbose = False,
 ) -> None:
     """Only preprocess INPUT into a store: spectrogram images and blocks, with a manifest and rejects."""
     with _running(verbose, "preprocess"):
         result = runs.preprocess(input_dir, store, labels, label_column, preset=preset, file=config, n_workers=n_workers,
-                                 dask_address=dask_address, threads_per_worker=threads_per_worker, memory_limit=memory_limit)
+                                 dask_address=dask_address, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                                 segment=segment, hop=hop)
     same = f" ({result['unchanged']} with the same content, not decoded)" if result["unchanged"] else ""
     console.print(
         f"{result['found']} files: {result['stored']} stored, {result['rejected']} rejected "
@@ -206,21 +228,23 @@ def preprocess(
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where the synthetic corpus and the run go.")] = Path("runs/demo"),
     per_family: Annotated[int, typer.Option("--per-family", help="Clips per sound family (8 families).")] = 12,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for the demo run (seed takes hours on a CPU) \\[default: fast].")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Preset for the demo run (seed takes hours on a CPU) \\[default: default].")] = None,
     config: ConfigFile = None,
+    k: Annotated[Optional[str], typer.Option("--k", help="Number of clusters, or auto: chosen from the data.")] = "auto",
     epochs: Epochs = None,
     n_workers: Workers = None,
     verbose: Verbose = False,
 ) -> None:
-    """Synthesize a labelled corpus of 8 sound families and cluster it (k = 8), printing NMI."""
+    """Synthesize a labelled corpus of 8 sound families, choose k and cluster it (the default preset), printing the chosen k and NMI."""
     _quiet(verbose)
     with _reported():
         clips = runs.check_demo(out, per_family)
     console.print(f"synthesizing {clips} clips of {clips // per_family} sound families under {out / 'corpus'}")
     t0 = time.perf_counter()
     with _running(verbose, "demo"):
-        metrics = runs.run_demo(out, per_family, preset=preset, file=config, epochs=epochs, n_workers=n_workers)
+        metrics = runs.run_demo(out, per_family, preset=preset, file=config, epochs=epochs, n_workers=n_workers, k=k)
     _print_result(metrics, time.perf_counter() - t0)
+    console.print(f"open {metrics['report']} in a browser: listen to every cluster, and to any clip of the map", soft_wrap=True)
 
 
 @app.command()

@@ -100,8 +100,9 @@ class Config(BaseModel):
                 self.model.code_side(geometry.block)
         if self.model.objective == "autoencoder" and self.training.epochs == "auto":
             raise ValueError("training.epochs 'auto' is for the contrastive objective; give a number")
-        if self.clustering.consensus_sample < self.clustering.k:
-            raise ValueError("clustering.consensus_sample must be >= k")
+        c = self.clustering
+        if c.consensus_sample < (c.k_max if c.k == "auto" else c.k):
+            raise ValueError("clustering.consensus_sample must be >= k (k_max when k is 'auto')")
         if self.clustering.method == "consensus" and self.features.pca == 0:
             raise ValueError("clustering 'consensus' draws sub-spaces of principal components: set features.pca > 0 or 'auto'")
         if self.features.pca != "auto" and self.features.pca < 0:

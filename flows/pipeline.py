@@ -152,16 +152,20 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
         attrs={"input_dir": _root_id(input_dir), "audio": config.audio.model_dump(mode="json"), "preset": config.preset,
                "resolved": {"duration": config.audio.duration, "n_frames": config.audio.n_frames}},
     )
-    sync = store.sync_manifest(scan(input_dir, exclude=(labels,)), label_of)
+    audio = config.audio
+    starts_of = None
+    if audio.segment is not None:  # a file's windows, from its header (new and changed files only)
+        starts_of = lambda e: audio.starts(probe_duration(join(input_dir, e.path)) or 0.0)  # noqa: E731
+    sync = store.sync_manifest(scan(input_dir, exclude=(labels,)), label_of, starts_of)
     if not sync["listed"]:
         raise ValueError(f"no files under {input_dir}")
     chunks = store.pending_chunks()
+    windows = f" ({sync['items']} windows)" if audio.segment is not None else ""
     logger.info(
-        "%s store: %d files listed, %d new, %d changed, %d removed; %d of %d chunks to process",
-        "new" if created else "existing", sync["listed"], sync["new"], sync["changed"], sync["removed"],
+        "%s store: %d files listed%s, %d new, %d changed, %d removed; %d of %d chunks to process",
+        "new" if created else "existing", sync["listed"], windows, sync["new"], sync["changed"], sync["removed"],
         len(chunks), len(store.clip_chunks()),
     )
-    audio = config.audio
     workers = warm_workers(audio) if chunks else 0
     ranges = task_ranges(chunks, config.runtime.clips_per_task, workers or config.runtime.n_workers)
     t = time.perf_counter()
@@ -171,11 +175,15 @@ def preprocess_stage(input_dir: str, store_url: str, config: Config, labels: str
     )
     seconds = time.perf_counter() - t
     counts = store.counts()
-    result = {"found": sync["listed"], "stored": counts["ok"], "rejected": counts["rejected"], "pending": counts["pending"],
-              "processed_chunks": len(chunks), "unchanged": sum(d["unchanged"] for d in done), "process_s": round(seconds, 2),
-              **{k: sync[k] for k in ("new", "changed", "removed")}}
+    result = {"found": sync["items"], "files": sync["listed"], "stored": counts["ok"], "rejected": counts["rejected"],
+              "pending": counts["pending"], "processed_chunks": len(chunks), "unchanged": sum(d["unchanged"] for d in done),
+              "process_s": round(seconds, 2), **store.ignored(), **{k: sync[k] for k in ("new", "changed", "removed")}}
     if result["stored"] + result["rejected"] != result["found"]:
-        raise RuntimeError(f"preprocess: {result['found']} files listed but {result['stored']} stored + {result['rejected']} rejected")
+        raise RuntimeError(f"preprocess: {result['found']} items listed but {result['stored']} stored + {result['rejected']} rejected")
+    if result["ignored_files"]:  # never cut in silence: say how much audio the clips left out
+        logger.warning("%d files are longer than the %.1f s clip: %.0f s of their audio was not read; "
+                       "--segment %.0f clusters every window of them", result["ignored_files"], audio.duration,
+                       result["ignored_s"], audio.duration)
     return result
 
 
@@ -338,12 +346,12 @@ def pipeline(
         counts = preprocess_stage(input_dir, store_url, config, labels, label_column)
         timings["preprocess_s"] = round(time.perf_counter() - t, 1)
         get_run_logger().info("preprocess: %(found)d files, %(stored)d stored, %(rejected)d rejected", counts)
-        k = config.clustering.k
+        k = config.clustering.fewest  # with k "auto", k_min: k itself is chosen in the cluster stage
         if counts["rejected"] * 2 > counts["found"] or counts["stored"] < k:
             most = counts["commonest_reject"] = common_reject(store_url)  # (the CLI's warning names it too)
             if counts["stored"] < k:  # before any training; a Failed state, not a traceback
                 why = f" ({counts['rejected']} of {counts['found']} files rejected, most as {most})" if counts["rejected"] else ""
-                return Failed(message=f"cannot make {k} clusters from {counts['stored']} stored clips{why}; lower --k, or add clips")
+                return Failed(message=f"cannot make {k} clusters from {counts['stored']} stored clips{why}; lower --k (--k-min), or add clips")
             get_run_logger().warning("%d of %d files rejected, most as %s: is the preset right for this corpus?",
                                      counts["rejected"], counts["found"], most)
         metrics, trained = model_stages(store_url, out_dir, config, timings)

@@ -104,21 +104,21 @@ def check_demo(out: Path, per_family: int) -> int:
 
 
 def run_demo(out: Path, per_family: int = 12, preset: Optional[str] = None, file: Optional[Path] = None,
-             epochs: Optional[str] = None, n_workers: Optional[int] = None) -> dict:
-    """Synthesize a labelled corpus of 8 sound families under OUT/corpus and cluster it into
-    k = 8 under OUT/run (the fast preset unless one is named)."""
-    from tasks.synth import FAMILIES, make_corpus
+             epochs: Optional[str] = None, n_workers: Optional[int] = None, k: Optional[int | str] = "auto") -> dict:
+    """Synthesize a labelled corpus of 8 sound families under OUT/corpus and cluster it under OUT/run
+    (the default preset unless one is named; k chosen from the data unless given)."""
+    from tasks.synth import make_corpus
 
     check_demo(out, per_family)
     audio, labels = make_corpus(out / "corpus", per_family=per_family)
-    return run_pipeline(str(audio), str(labels), out / "run", None, "label", preset=preset, fallback="fast", file=file,
-                        k=len(FAMILIES), epochs=epochs, n_workers=n_workers)
+    return run_pipeline(str(audio), str(labels), out / "run", None, "label", preset=preset, fallback="default", file=file,
+                        k=k, epochs=epochs, n_workers=n_workers)
 
 
 def preprocess(input_dir: str, store: str, labels: Optional[str] = None, label_column: str = "label",
                preset: Optional[str] = None, file: Optional[Path] = None, **runtime: Any) -> dict:
     """Only bring ``store`` up to date with INPUT (incremental); returns the counts.
-    ``runtime``: ``n_workers``, ``threads_per_worker``, ``memory_limit``, ``dask_address``."""
+    ``runtime``: ``n_workers``, ``threads_per_worker``, ``memory_limit``, ``dask_address`` (and ``segment``, ``hop``)."""
     from flows.config import load_config
 
     config = checked_config(input_dir, labels, label_column, lambda: load_config(preset=preset, file=file, **runtime))

@@ -52,6 +52,8 @@ CLIP_ARRAYS: dict[str, tuple[Any, Any]] = {
     "hash": (str, ""),
     "reason": (str, ""),
     "duration": ("float32", 0.0),
+    "start": ("float32", 0.0),  # s: where the item begins in its file (windows of a long file; 0 for a clip)
+    "ignored": ("float32", 0.0),  # s of the file beyond the item that no item holds (a long file read as one clip)
 }
 
 DATA_ARRAYS = ("blocks", "codes")  # float arrays (and codes_*): NaN fill, so a missing chunk is visible

@@ -165,14 +165,18 @@ class Store(ManifestMixin):
         hashes: list[str],
         durations: np.ndarray,
         blocks: np.ndarray,
+        ignored: np.ndarray | None = None,
     ) -> None:
-        """Write one whole chunk of clips: their blocks and manifest fields; the status goes last."""
+        """Write one whole chunk of clips: their blocks and manifest fields; the status goes last.
+        ``ignored``: seconds of each clip's file beyond what it holds (a long file read as one clip)."""
         stop = start + len(status)
         self._check_aligned(start, stop)
         b0, b1 = self.block_range(start, stop)
         g = self.group
         self._whole_chunks("blocks")[b0:b1] = np.asarray(blocks, dtype="float16")
         g["duration"][start:stop] = np.asarray(durations, dtype="float32")
+        if ignored is not None:
+            g["ignored"][start:stop] = np.asarray(ignored, dtype="float32")
         g["reason"][start:stop] = np.asarray(reasons, dtype=str)
         g["hash"][start:stop] = np.asarray(hashes, dtype=str)
         g["status"][start:stop] = np.asarray(status, dtype="int8")
@@ -295,7 +299,26 @@ class Store(ManifestMixin):
         status = self.read("status")
         paths, reasons = self.read("path"), self.read("reason")
         idx = np.flatnonzero((status == REJECTED) | (status == PENDING))
-        return [(str(paths[i]), str(reasons[i]) if status[i] == REJECTED else "not processed") for i in idx]
+        where = [""] * len(status)
+        if (self.attrs.get("audio") or {}).get("segment") is not None:  # a window: which one
+            where = [f" (window at {s:.1f} s)" for s in self.read("start")]
+        return [(str(paths[i]), (str(reasons[i]) if status[i] == REJECTED else "not processed") + where[i]) for i in idx]
+
+    def partly_read(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every stored clip whose file is longer than what it holds (a long file read
+        as one clip): stored, but only in part, so it is listed beside the rejects, never left out in silence."""
+        if "ignored" not in self.group:
+            return []
+        status, paths = self.read("status"), self.read("path")
+        ignored, duration = self.read("ignored"), self.read("duration")
+        return [(str(paths[i]), f"partly read: the first {duration[i]:.1f} s of {duration[i] + ignored[i]:.1f} s "
+                 "(--segment clusters every window)") for i in np.flatnonzero((status == OK) & (ignored > 0))]
+
+    def ignored(self) -> dict[str, float]:
+        """How much audio the stored clips left out: files longer than the clip, read up to it."""
+        ok = self.read("status") == OK
+        seconds = self.read("ignored")[ok] if "ignored" in self.group else np.zeros(0)
+        return {"ignored_files": int((seconds > 0).sum()), "ignored_s": round(float(seconds.sum()), 1)}
 
     def counts(self) -> dict[str, int]:
         status = self.read("status")

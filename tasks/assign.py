@@ -14,14 +14,14 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.audio import AudioSettings, Rejected, check_regular, clip_blocks
+from tasks.audio import AudioSettings, Rejected, check_regular, clip_blocks, probe_duration
 from tasks.caching import BATCH_RETRIES
 from tasks.cluster import Clusterer, clip_feature_rows
 
 
 # the columns of assign's CSV; farther_than: the share of the run's clips that lie closer to their
 # cluster's centre than this clip lies to its own (near 1: unlike anything the run clustered)
-ROW_FIELDS = ("file", "cluster", "farther_than", "reason")
+ROW_FIELDS = ("file", "start", "end", "cluster", "farther_than", "reason")
 
 
 class RunError(ValueError):
@@ -69,28 +69,33 @@ def assign(
     def flush() -> None:
         if not pending:
             return
-        blocks = np.concatenate([b for _, b in pending]).astype(np.float32)
+        blocks = np.concatenate([b for _, b, _ in pending]).astype(np.float32)
         codes = encode_blocks(encoder, blocks) if encoder is not None else None
         x = clip_feature_rows(clusterer.features, geo, spec.top_db, blocks=blocks, codes=codes)
         clusters, far = clusterer.predict_and_rank(x)
-        for j, ((i, _), c) in enumerate(zip(pending, clusters)):
+        for j, ((i, _, _), c) in enumerate(zip(pending, clusters)):
             rows[i]["cluster"] = int(c)
             rows[i]["farther_than"] = "" if far is None else round(float(far[j]), 3)
         if progress:
-            progress(len(pending))
+            progress(sum(last for _, _, last in pending))
         pending.clear()
 
     for name, path in files:
-        rows.append({"file": name, "cluster": -1, "farther_than": "", "reason": ""})
-        try:
-            # float16 blocks, as the store keeps them: a stored clip is assigned as it was clustered
-            pending.append((len(rows) - 1, clip_blocks(check_regular(path), spec)[0]))
-        except Rejected as exc:
-            rows[-1]["reason"] = str(exc)
-            if progress:
-                progress(1)
-        if len(pending) >= batch:
-            flush()
+        # a long file: every window (the run's segment), else one clip
+        starts = spec.starts(probe_duration(path) or 0.0) if spec.segment is not None else [0.0]
+        for k, start in enumerate(starts):
+            rows.append({"file": name, "start": start, "end": "", "cluster": -1, "farther_than": "", "reason": ""})
+            try:
+                # float16 blocks, as the store keeps them: a stored clip is assigned as it was clustered
+                blocks, seconds, _ = clip_blocks(check_regular(path), spec, start=start)
+                rows[-1]["end"] = round(start + seconds, 3)
+                pending.append((len(rows) - 1, blocks, k == len(starts) - 1))
+            except Rejected as exc:
+                rows[-1]["reason"] = str(exc)
+                if progress and k == len(starts) - 1:
+                    progress(1)
+            if len(pending) >= batch:
+                flush()
     flush()
     return rows
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from storage import Geometry, to_blocks
 
@@ -47,7 +47,26 @@ class AudioSettings(BaseModel):
     channels: Literal[1, 3] = 3  # 1, or 3 = + delta + delta-delta (or, for a picture, its colours)
     top_db: float = 80.0  # dynamic range kept by the dB kinds
     image: Literal["features", "picture"] = "features"  # picture: the spectrogram as a saved colour image, pixels 0-255
+    segment: float | None = None  # s: cut every file into windows this long (each one item); None: one clip per file
+    hop: float | None = None  # s between window starts [default: segment]
     auto: tuple[str, ...] = ()  # set by resolve(): the fields that were "auto" (they stay auto in fingerprints)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _window_is_the_duration(cls, data):
+        if isinstance(data, dict) and data.get("segment") is not None:
+            if data["segment"] <= 0 or (data.get("hop") is not None and data["hop"] <= 0):
+                raise ValueError("segment and hop must be positive numbers of seconds")
+            data = {**data, "duration": data["segment"]}  # a window is an item: its image spans the window
+        return data
+
+    def starts(self, seconds: float) -> list[float]:
+        """Start (s) of each item of a file ``seconds`` long: one at 0 without ``segment`` or for a
+        file no longer than one window; else windows every ``hop`` s, the last one reaching the end."""
+        if self.segment is None or seconds <= self.segment:
+            return [0.0]
+        hop = self.hop or self.segment
+        return [round(i * hop, 6) for i in range(int(np.ceil(round((seconds - self.segment) / hop, 6))) + 1)]
 
     @property
     def resolved(self) -> bool:
@@ -98,27 +117,34 @@ def load_clip(path: str, spec: AudioSettings, data: bytes | None = None) -> tupl
     Only the first ``duration`` seconds are decoded, so an hour-long file costs what a
     5 s one does. Returns the signal and the seconds actually read.
     """
+    y, seconds, _ = decode(path, spec, data)
+    return y, seconds
+
+
+def decode(path: str, spec: AudioSettings, data: bytes | None = None, start: float = 0.0) -> tuple[np.ndarray, float, float]:
+    """:func:`load_clip` of the window from ``start`` (s): the signal, the seconds read and the file's
+    length in seconds. Only the window is read (soundfile seeks), however long the file."""
     ext = os.path.splitext(str(path))[1].lower()
     if ext not in AUDIO_EXTENSIONS:
         raise Rejected(f"unsupported format '{ext or '(none)'}' (expected {', '.join(AUDIO_EXTENSIONS)})")
     if data is not None:
-        return _decode(io.BytesIO(data), len(data), spec)
+        return _decode(io.BytesIO(data), len(data), spec, start)
     if "://" in str(path):
         import fsspec
 
         try:
             with fsspec.open(path, "rb") as fh:
-                return _decode(fh, fh.size, spec)
+                return _decode(fh, fh.size, spec, start)
         except FileNotFoundError as exc:
             raise Rejected(f"unreadable: {exc}") from exc
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         raise Rejected(f"unreadable: {exc.strerror or exc}") from exc
-    return _decode(path, size, spec)
+    return _decode(path, size, spec, start)
 
 
-def _decode(source, size: int, spec: AudioSettings) -> tuple[np.ndarray, float]:
+def _decode(source, size: int, spec: AudioSettings, start: float = 0.0) -> tuple[np.ndarray, float, float]:
     import librosa
     import soundfile as sf  # libsndfile reads wav, flac, ogg/vorbis/opus and mp3
 
@@ -132,8 +158,11 @@ def _decode(source, size: int, spec: AudioSettings) -> tuple[np.ndarray, float]:
         rate = int(fh.samplerate)
         if rate < spec.min_sample_rate:
             raise Rejected(f"sample rate {rate} Hz below the minimum {spec.min_sample_rate} Hz")
-        window = spec.duration + 1.0 if spec.trim_db > 0 else spec.duration  # room for leading silence
+        total = fh.frames / rate if fh.frames > 0 else float("nan")
+        window = spec.duration + 1.0 if spec.trim_db > 0 and spec.segment is None else spec.duration  # room for leading silence
         try:  # native rate and channels first, so the samples can be checked before mixing and resampling
+            if start > 0:
+                fh.seek(int(round(start * rate)))
             y = fh.read(frames=int(window * rate), dtype="float32", always_2d=False).T
         except Exception as exc:
             raise Rejected(f"undecodable: {_short(exc)}") from exc
@@ -156,16 +185,17 @@ def _decode(source, size: int, spec: AudioSettings) -> tuple[np.ndarray, float]:
         if len(trimmed) >= 0.05 * spec.sample_rate:  # keep the untrimmed clip if almost nothing is left
             y = trimmed
     if spec.time_normalize:  # keep the clip's own length (up to the window); the image stretches it
-        return y[: spec.n_samples].astype(np.float32), seconds
-    return librosa.util.fix_length(y, size=spec.n_samples).astype(np.float32), seconds
+        return y[: spec.n_samples].astype(np.float32), seconds, total
+    return librosa.util.fix_length(y, size=spec.n_samples).astype(np.float32), seconds, total
 
 
-def clip_blocks(path: str, spec: AudioSettings, data: bytes | None = None) -> tuple[np.ndarray, float]:
-    """The one clip -> blocks path, for the corpus and for ``assign``: decode, image, tiled into
-    blocks as the store keeps them (float16); and the seconds of audio read."""
-    y, seconds = load_clip(path, spec, data)
+def clip_blocks(path: str, spec: AudioSettings, data: bytes | None = None, start: float = 0.0) -> tuple[np.ndarray, float, float]:
+    """The one clip -> blocks path, for the corpus and for ``assign``: decode (the window from
+    ``start``), image, tiled into blocks as the store keeps them (float16); the seconds of audio
+    read, and the file's length in seconds."""
+    y, seconds, total = decode(path, spec, data, start)
     geometry = spec.geometry()
-    return to_blocks(image(y, spec), geometry.block, geometry.width).astype(np.float16), seconds
+    return to_blocks(image(y, spec), geometry.block, geometry.width).astype(np.float16), seconds, total
 
 
 def probe_duration(path: str) -> float | None:
@@ -276,7 +306,7 @@ def warm_up(spec: AudioSettings) -> None:
     t = np.arange(int(44100 * max(1.0, spec.min_duration + 0.1))) / 44100
     sf.write(buf, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 44100, format="WAV", subtype="PCM_16")
     buf.seek(0)
-    y, _ = _decode(buf, buf.getbuffer().nbytes, spec)
+    y, _, _ = _decode(buf, buf.getbuffer().nbytes, spec)
     image(y, spec)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from storage import Geometry, from_blocks
 
@@ -47,6 +47,8 @@ class FeatureSettings(BaseModel):
         (docs/research/consensus.md)."""
         if self.pca != "auto":
             return self.pca
+        if clustering.k == "auto":  # before k is chosen: room for the largest k of the range
+            clustering = clustering.model_copy(update={"k": clustering.k_max})
         per_cluster = 4.0 if clustering.method == "consensus" else 1.6
         return int(np.clip(round(per_cluster * clustering.k), 2, 64 if clustering.method == "consensus" else 32))
 
@@ -57,7 +59,9 @@ class ClusteringSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["kmeans", "consensus", "idec"] = "kmeans"  # consensus: of many K-Means runs; idec: inside the network
-    k: int = 20
+    k: int | Literal["auto"] = 20  # auto: chosen from the data in [k_min, k_max] (tasks/kauto.py)
+    k_min: int = 2
+    k_max: int = 20  # (at run time also at most a third of the clips)
     n_init: int = 10
     seed: int = 0
     consensus_runs: int = 100  # K-Means partitions combined
@@ -68,12 +72,27 @@ class ClusteringSettings(BaseModel):
     dec_learning_rate: float = 1e-4
     dec_batch_size: int = 16
 
-    @field_validator("k")
+    @field_validator("k", "k_min", "k_max")
     @classmethod
-    def _k(cls, v: int) -> int:
-        if v < 2:
-            raise ValueError(f"k (the number of clusters) must be at least 2, got {v}")
+    def _k(cls, v: int | str, info) -> int | str:
+        if v != "auto" and v < 2:
+            raise ValueError(f"{info.field_name} (the number of clusters) must be at least 2, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _range(self) -> "ClusteringSettings":
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) must be at least k_min ({self.k_min})")
+        return self
+
+    def k_range(self, clips: int) -> tuple[int, int]:
+        """``[k_min, k_max]`` for ``clips`` clips: k_max at most a third of them (clusters of 3 clips on average)."""
+        return self.k_min, max(self.k_min, min(self.k_max, clips // 3))
+
+    @property
+    def fewest(self) -> int:
+        """The fewest clusters this setting makes: k, or k_min when k is chosen."""
+        return self.k_min if self.k == "auto" else self.k
 
     @field_validator("consensus_runs")
     @classmethod

@@ -73,28 +73,31 @@ def progression(scores: Sequence[float | None], path: str | Path, metric: str = 
     return save(fig, path)
 
 
-def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labels: Sequence[str] | None = None) -> Path:
-    """Clip features in 2-D (t-SNE up to 5 000 clips, PCA beyond), coloured by cluster."""
+def embed_2d(features: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Clip features in 2-D: ``(xy, "t-SNE")`` up to 5 000 clips, PCA beyond; ``(None, "")`` when every clip is alike."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
     from sklearn.preprocessing import StandardScaler
 
-    plt = _plt()
     x = StandardScaler().fit_transform(np.nan_to_num(np.asarray(features, np.float64)))
-    degenerate = x.shape[1] == 0 or float(np.ptp(x, axis=0).max(initial=0.0)) < 1e-9
-    if degenerate:  # e.g. a collapsed code: t-SNE's quad tree would recurse forever on identical points
+    if x.shape[1] == 0 or float(np.ptp(x, axis=0).max(initial=0.0)) < 1e-9:  # t-SNE's quad tree would recurse forever
+        return None, ""
+    if len(x) > 50:
+        x = PCA(n_components=min(50, x.shape[1]), random_state=0).fit_transform(x)
+    if 5 < len(x) <= 5000:
+        return TSNE(n_components=2, perplexity=min(30, (len(x) - 1) / 3), random_state=0, init="pca").fit_transform(x), "t-SNE"
+    return PCA(n_components=2, random_state=0).fit_transform(x), "PCA"
+
+
+def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, xy: tuple | None = None) -> Path:
+    """Clip features in 2-D (:func:`embed_2d`, or ``xy``: its result), coloured by cluster."""
+    plt = _plt()
+    xy, how = xy or embed_2d(features)
+    if xy is None:  # e.g. a collapsed code
         fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
         ax.text(0.5, 0.5, "every clip has the same features:\nno embedding to show", ha="center", va="center")
         ax.set_axis_off()
         return save(fig, path)
-    if len(x) > 50:
-        x = PCA(n_components=min(50, x.shape[1]), random_state=0).fit_transform(x)
-    if 5 < len(x) <= 5000:
-        xy = TSNE(n_components=2, perplexity=min(30, (len(x) - 1) / 3), random_state=0, init="pca").fit_transform(x)
-        how = "t-SNE"
-    else:
-        xy = PCA(n_components=2, random_state=0).fit_transform(x)
-        how = "PCA"
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=100)
     k = int(np.max(clusters)) + 1 if len(clusters) else 1
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)  # one colour per cluster, one band each in the colour bar
@@ -103,6 +106,26 @@ def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, labe
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(sc, ax=ax, label="cluster", ticks=range(k) if k <= 20 else None)
+    return save(fig, path)
+
+
+def k_choice(record: dict, path: str | Path) -> Path:
+    """``--k auto``: each criterion against k (scaled to [0, 1] over the range), their mean, the pick marked."""
+    plt = _plt()
+    ks, chosen = np.array(record["k"]), record["chosen"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for key, name, style in (("rcsi", "relative PAC stability (vs. null)", "--"), ("silhouette", "evidence-accumulation silhouette", ":")):
+        v = np.array(record[key], float)
+        ax.plot(ks, (v - v.min()) / (np.ptp(v) or 1), style, marker=".", label=name)
+    ax.plot(ks, record["score"], "-", marker="o", color="#222", label="mean: the criterion")
+    ax.axvline(chosen, color="#cc3311", alpha=0.6)
+    ax.plot([chosen], [max(record["score"])], "*", ms=16, color="#cc3311", label=f"chosen k = {chosen}")
+    ax.set_xticks(ks if len(ks) <= 30 else ks[:: max(1, len(ks) // 15)])
+    ax.set_xlabel("k (clusters)")
+    ax.set_ylabel("scaled to [0, 1] over the range")
+    ax.set_title(f"Choosing k: {chosen} of {ks[0]}-{ks[-1]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return save(fig, path)
 
 

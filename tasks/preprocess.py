@@ -108,7 +108,8 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
         blocks = np.empty((b1 - b0, *store.geometry.block_shape), np.float16)  # the stored dtype: no second copy
     else:  # rewrite the chunk whole, keeping its other clips (and any whose content turns out unchanged)
         blocks = store.read("blocks", b0, b1)
-    durations = store.read("duration", start, stop)
+    durations, ignored = store.read("duration", start, stop), store.read("ignored", start, stop)
+    offsets = store.read("start", start, stop)
     unchanged = np.zeros(len(status), bool)
     for i in todo:
         try:
@@ -117,20 +118,24 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
             except Rejected:  # not read: no content hash to keep (a link restored later is decoded afresh)
                 hashes[i] = ""
                 raise
-            try:
-                digest, data = read_and_hash(path, store.hash_algorithm)
-            except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
-                raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
-            if digest == hashes[i]:  # processed before, same bytes: keep its blocks and outcome
-                status[i], unchanged[i] = (REJECTED if reasons[i] else OK), True
-                continue
-            hashes[i] = digest
-            blocks[i * bpc : (i + 1) * bpc], durations[i] = clip_blocks(path, spec, data)
+            if spec.segment is None:  # a clip: read once, hashed (windows of a long file: only the window is read)
+                try:
+                    digest, data = read_and_hash(path, store.hash_algorithm)
+                except OSError as exc:  # I/O, not content: fail the batch so Prefect retries it
+                    raise OSError(f"cannot read {paths[i]} under {root}: {exc.strerror or exc}") from exc
+                if digest == hashes[i]:  # processed before, same bytes: keep its blocks and outcome
+                    status[i], unchanged[i] = (REJECTED if reasons[i] else OK), True
+                    continue
+                hashes[i] = digest
+            else:
+                data = None
+            blocks[i * bpc : (i + 1) * bpc], durations[i], total = clip_blocks(path, spec, data, float(offsets[i]))
+            ignored[i] = max(0.0, total - spec.duration) if spec.segment is None and np.isfinite(total) else 0.0
             status[i], reasons[i] = OK, ""
         except Rejected as exc:
             blocks[i * bpc : (i + 1) * bpc] = 0.0
             status[i], reasons[i] = REJECTED, str(exc)
-    store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, blocks=blocks)
+    store.write_clips(start, status=status, reasons=reasons, hashes=hashes, durations=durations, blocks=blocks, ignored=ignored)
     fresh = status[todo][~unchanged[todo]]
     return {"stored": int((fresh == OK).sum()), "rejected": int((fresh == REJECTED).sum()), "unchanged": int(unchanged.sum())}
 

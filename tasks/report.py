@@ -15,6 +15,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from storage import Store
 from tasks.caching import given_key
 from tasks.cluster import ClusteringSettings, Clusterer, FeatureSettings, clip_feature_rows
+from tasks.kauto import resolve_k
 from tasks.metrics import degenerate, evaluate
 
 
@@ -48,6 +49,9 @@ def cluster_and_report(
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
     x = clip_feature_matrix(store, features, codes)
+    clustering, k_auto = resolve_k(x, features, clustering)  # from here on k is a number
+    if k_auto:
+        log(f"k = {clustering.k} chosen in [{k_auto['k_min']}, {k_auto['k_max']}] ({k_auto.get('seconds', 0)} s)")
     clusterer = Clusterer(features, clustering)
     with warnings.catch_warnings():  # identical clips (a collapsed code) are reported below, not warned about
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -65,13 +69,14 @@ def cluster_and_report(
 
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["file", "cluster"])
-        w.writerows(zip(paths[ok], pred.tolist()))
+        w.writerow(["file", "start", "end", "cluster"])  # start, end: seconds of the file the item holds
+        start, seconds = store.read("start")[ok], store.read("duration")[ok]
+        w.writerows(zip(paths[ok], np.round(start, 3).tolist(), np.round(start + seconds, 3).tolist(), pred.tolist()))
     rejects = store.rejects()
     with open(out / "rejects.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "reason"])
-        w.writerows(rejects)
+        w.writerows(rejects + store.partly_read())
 
     labelled = labels[ok] != ""
     why = degenerate(x, pred)
@@ -84,6 +89,7 @@ def cluster_and_report(
         "rejected": len(rejects),
         "labelled": int(labelled.sum()),
         "k": clustering.k,
+        "k_auto": k_auto,
         "n_init": clustering.n_init,
         "features": features.model_dump(mode="json"),
         "clustering": clustering.model_dump(mode="json"),
@@ -113,7 +119,7 @@ def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
         "# audioclust run",
         "",
         f"clips found {metrics['found']}, stored {metrics['stored']}, rejected {metrics['rejected']}, "
-        f"labelled {metrics['labelled']}; k = {metrics['k']}",
+        f"labelled {metrics['labelled']}; k = {metrics['k']}" + (f" ({k_picked(metrics)})" if metrics.get("k_auto") else ""),
         "",
     ]
     if metrics["scores"]:
@@ -148,19 +154,23 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     """``report.html`` beside the predictions: scores, configuration, rejects and the run's figures, embedded."""
     import html as _html
 
-    from tasks.figures import contingency, embedding, html_report, html_table
+    from tasks.figures import contingency, embed_2d, embedding, html_report, html_table, k_choice
+    from tasks.browser import browser_section
 
     out = Path(out_dir)
     store = Store.open(store_url)
     ok = store.ok()
     clusterer = Clusterer.load(out / "clusterer.npz")
-    features = clusterer.transform(clip_feature_matrix(store, clusterer.features, codes))
-    pred = dict(read_predictions(out / "predictions.csv"))
-    paths = store.read("path")[ok]
-    clusters = np.array([pred[p] for p in paths])
+    raw = clip_feature_matrix(store, clusterer.features, codes)
+    features = clusterer.transform(raw)
+    clusters = np.array([c for _, c in read_predictions(out / "predictions.csv")])  # in store order, one row per item
     figures = [out / "loss.png"] if (out / "loss.png").is_file() else []
-    figures.append(embedding(features, clusters, out / "embedding.png"))
+    xy = embed_2d(features)
+    figures.append(embedding(features, clusters, out / "embedding.png", xy))
+    if (metrics.get("k_auto") or {}).get("k"):
+        figures.append(k_choice(metrics["k_auto"], out / "k_auto.png"))
     labels = store.read("label")[ok]
+    listen = browser_section(store, metrics, clusterer, raw, features, clusters, xy[0])
     if (labels != "").any():
         figures.append(contingency(labels[labels != ""], clusters[labels != ""], out / "contingency.png"))
     scores = [{"split": k, **v} for k, v in metrics.get("scores", {}).items()]
@@ -177,21 +187,31 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
                   "report's leaderboard did. NMI and AMI: 1 when clusters and labels match, AMI and ARI 0 by chance; "
                   "ACC: the share of clips whose cluster maps to their label (one-to-one, Hungarian).</p>")
     sections = [
-        ("Summary", html_table([summary])),
+        ("Summary", html_table([summary]) + (f"<p>k = {metrics['k']}, {_html.escape(k_picked(metrics))} (figure below).</p>"
+                                             if (metrics.get("k_auto") or {}).get("k") else "")),
         ("Scores", html_table(scores) + split_note if scores else
          f"<p><b>No usable clustering</b>: {_html.escape(metrics['degenerate'])}</p>" if metrics.get("degenerate") else "<p>No labels: no scores.</p>"),
+        ("Listen: the clusters and a map of every clip", listen),
         ("Cluster sizes", html_table([{"cluster": i, "clips": n} for i, n in enumerate(metrics.get("cluster_sizes", []))])),
-        ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects()])),
+        ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects() + store.partly_read()])),
         ("Stage times (seconds)", html_table([timings]) if timings else "<p>none recorded</p>"),
-        ("Configuration", f"<pre>{_html.escape(json.dumps(metrics.get('config', {}), indent=1))}</pre>"),
+        ("Configuration", "<details><summary>the run's settings, as recorded in metrics.json</summary>"
+                          f"<pre>{_html.escape(json.dumps(metrics.get('config', {}), indent=1))}</pre></details>"),
     ]
     captions = {
         "loss": "Training loss per epoch (the report's Figure 8).",
         "embedding": "The clips' features in two dimensions, coloured by cluster: clusters that overlap here are hard to tell apart.",
+        "k_auto": "Choosing k: each criterion against k, scaled to [0, 1] over the range, and their mean; the star marks the pick.",
         "contingency": "Clips per label (rows) and cluster (columns), clusters ordered by their matched label: "
                        "a strong diagonal means the clusters follow the labels.",
     }
     return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html", captions)
+
+
+def k_picked(metrics: dict) -> str:
+    """How k was chosen, in words: ``chosen from 2-20 by ...``."""
+    auto = metrics["k_auto"]
+    return f"chosen from {auto['k_min']}-{auto['k_max']} by the {auto['criterion']}"
 
 
 def labels_scored(metrics: dict) -> str:
@@ -212,6 +232,12 @@ def publish_artifacts(metrics: dict, out_dir: Path) -> None:
             key="audioclust-scores",
             description="Clustering scores against labels",
         )
+    if (metrics.get("k_auto") or {}).get("k"):
+        auto = metrics["k_auto"]
+        create_table_artifact(
+            table=[{"k": k, "score": s, "relative PAC stability": r, "silhouette": v, "chosen": k == auto["chosen"]}
+                   for k, s, r, v in zip(auto["k"], auto["score"], auto["rcsi"], auto["silhouette"])],
+            key="audioclust-k-auto", description=f"k = {auto['chosen']}, {k_picked(metrics)}")
     create_table_artifact(
         table=[{"cluster": i, "clips": n} for i, n in enumerate(metrics["cluster_sizes"])],
         key="audioclust-cluster-sizes",

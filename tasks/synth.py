@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 FAMILIES = ("tone", "chirp_up", "chirp_down", "noise_bursts", "clicks", "harmonic", "rumble", "chirps_high")
+# more families for corpora of known k beyond 8 (bench/quality's synthesized rows); the demo keeps FAMILIES
+MORE_FAMILIES = ("warble", "buzz", "hiss", "thumps", "tremolo", "sweep_noise")
 
 
 def _envelope(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -65,6 +67,28 @@ def synth_clip(family: str, sr: int, seconds: float, rng: np.random.Generator) -
             chirp = np.sin(2 * np.pi * (f0 * tt + 8000 * tt**2)) * np.hanning(ln)
             i = int(s * sr)
             y[i : i + ln] += chirp
+    elif family == "warble":  # a tone whose pitch wobbles widely and fast
+        f = rng.uniform(600, 1500) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(8, 14) * t))
+        y = np.sin(2 * np.pi * np.cumsum(f) / sr)
+    elif family == "buzz":  # a square wave: odd harmonics of a low note
+        y = np.sign(np.sin(2 * np.pi * rng.uniform(60, 140) * t))
+    elif family == "hiss":  # steady high-passed noise
+        y = np.diff(rng.standard_normal(n + 1))
+    elif family == "thumps":  # decaying low sine pulses
+        y, f = np.zeros(n), rng.uniform(50, 90)
+        for s in np.arange(rng.uniform(0, 0.5), seconds - 0.5, rng.uniform(0.6, 1.0)):
+            i, ln = int(s * sr), int(0.4 * sr)
+            y[i : i + ln] += np.sin(2 * np.pi * f * t[:ln]) * np.exp(-t[:ln] * 12)
+    elif family == "tremolo":  # a mid tone whose loudness pulses
+        y = np.sin(2 * np.pi * rng.uniform(1500, 2500) * t) * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(3, 6) * t))
+    elif family == "sweep_noise":  # noise through a resonance that sweeps up and down
+        from scipy.signal import lfilter
+
+        y, w, state, r = np.zeros(n), rng.standard_normal(n), np.zeros(2), 0.97
+        centre = 2000 + 1500 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t)
+        for i in range(0, n, 512):  # the filter's state carried over: no click where the resonance moves
+            a = [1, -2 * r * np.cos(2 * np.pi * centre[i] / sr), r * r]
+            y[i : i + 512], state = lfilter([1 - r], a, w[i : i + 512], zi=state)
     else:
         raise ValueError(f"unknown family {family!r}")
     y = y / (np.max(np.abs(y)) + 1e-9)
@@ -103,3 +127,22 @@ def make_corpus(
         w.writerow(["file", "label"])
         w.writerows(rows)
     return audio, labels
+
+
+def make_recording(path: str | Path, families: tuple[str, ...], seconds_each: float = 10.0, repeats: int = 4,
+                   sample_rate: int = 22050, seed: int = 0) -> list[tuple[float, float, str]]:
+    """A long recording of ``families`` taking turns (``seconds_each`` each, ``repeats`` rounds), as a
+    16-bit WAV; returns its ``(start, end, family)`` parts."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    parts, signal, t = [], [], 0.0
+    for _ in range(repeats):
+        for family in families:
+            y = synth_clip(family, sample_rate, seconds_each, rng)
+            signal.append(0.8 * y / max(float(np.abs(y).max()), 1e-9))
+            parts.append((t, t + seconds_each, family))
+            t += seconds_each
+    sf.write(str(path), np.concatenate(signal).astype(np.float32), sample_rate, subtype="PCM_16")
+    return parts
+

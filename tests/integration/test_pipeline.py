@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def test_outputs_and_scores(pipeline_run):
     for png in ("loss.png", "embedding.png", "contingency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "notes.wav" in html  # figures and rejects embedded
+    assert html.count("<figure><img") == 3 and "notes.wav" in html  # figures and rejects embedded
+    assert "<details><summary>" in html and "id='audioclust-data'" in html  # configuration collapsed; the browser's data
     # what was scored against, what the splits are, where the time went, what each figure shows
     assert "(column &#x27;label&#x27;)" in html and "the two halves of a fixed, seeded split" in html
     assert "Stage times" in html and "Training loss per epoch" in html
@@ -186,8 +188,54 @@ def test_parallel_encoding_equals_one_process_predict(pipeline_run):
     np.testing.assert_allclose(store.read("codes"), expected, rtol=1e-5, atol=1e-6)
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+def playing(page, selector: str) -> tuple[bool, float, float]:
+    """``(paused, currentTime now, currentTime 0.6 s later)`` of the audio element at ``selector``."""
+    first = page.eval_on_selector(selector, "a => [a.paused, a.currentTime]")
+    page.wait_for_timeout(600)
+    return first[0], first[1], page.eval_on_selector(selector, "a => a.currentTime")
+
+
+def test_the_report_plays_clips_in_a_real_browser(pipeline_run, tmp_path):
+    """The run's report.html in Chromium: a map point and a cluster's clip play, and the page asks for nothing outside itself."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no {CHROMIUM}: install Debian's chromium (apt-get install -y chromium; .ci/run does) to test the report's player")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the test extra) is not installed")
+    out, _ = pipeline_run
+    page_url = (out / "report.html").resolve().as_uri()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        requests, errors = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_url)
+        points = page.locator("#map circle")
+        assert points.count() == 40 and not errors, errors  # every stored clip is a point
+        point = page.locator("#map circle.sound").last  # drawn last: on top of any point it overlaps
+        point.hover()
+        tip = page.locator("#tip").inner_text()
+        assert re.search(r"\w+_\d{3}\.wav - cluster \d", tip), tip  # names the file and its cluster
+        point.click()
+        paused, t0, t1 = playing(page, "#player")
+        assert not paused and t1 > t0, (paused, t0, t1)
+        assert "playing:" in page.locator("#now-playing").inner_text()
+        page.locator(".cluster .clip img").first.click()  # the first cluster's clip nearest its centre
+        paused, t0, t1 = playing(page, ".cluster .clip audio")
+        assert not paused and t1 > t0, (paused, t0, t1)
+        assert page.eval_on_selector("#player", "a => a.paused")  # one clip at a time
+        assert not page.locator("details").first.evaluate("d => d.open")  # the raw configuration stays collapsed
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    outside = [u for u in requests if u != page_url and not u.startswith(("data:", "blob:"))]
+    assert not outside and requests[0] == page_url, outside
+
+
 def test_demo_command_with_embedded_defaults(tmp_path):
-    """`audioclust demo` as a user runs it: no PREFECT_API_URL, it starts its own API and cluster."""
+    """`audioclust demo` as a user runs it: no PREFECT_API_URL, it starts its own API and cluster; the default
+    preset with --k auto, so k is chosen from the data (and recorded, drawn and printed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     exe = Path(sys.executable).with_name("audioclust")
@@ -201,7 +249,13 @@ def test_demo_command_with_embedded_defaults(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "NMI" in result.stdout
     metrics = json.loads((tmp_path / "demo" / "run" / "metrics.json").read_text())
-    assert metrics["stored"] == 48 and metrics["k"] == 8
+    auto = metrics["k_auto"]
+    assert metrics["stored"] == 48 and metrics["preset"] == "default" and metrics["k"] == auto["chosen"]
+    assert (auto["k_min"], auto["k_max"]) == (2, 16) and auto["k"] == list(range(2, 17)) and 2 <= metrics["k"] <= 16
+    assert len(metrics["cluster_sizes"]) == metrics["k"] and metrics["clustering"]["k"] == metrics["k"]
+    printed = " ".join(result.stdout.split())
+    assert f"k = {metrics['k']}, chosen from 2-16 by" in printed and "report.html in a browser" in printed
+    assert (tmp_path / "demo" / "run" / "k_auto.png").is_file()
 
 
 def _task_states(flow_run_id):

@@ -93,6 +93,8 @@ runner = CliRunner()
         (["serve", ".", "--watch", "60", "--config", "/no/c.toml"], "config file not found"),
         (["serve", ".", "--watch", "60", "--k", "1"], "k (the number of clusters) must be at least 2, got 1"),
         (["run", ".", "--k", "0"], "k (the number of clusters) must be at least 2, got 0"),
+        (["run", ".", "--k", "many"], "clustering.k: 'many' is not accepted"),
+        (["run", ".", "--k", "auto", "--k-min", "5", "--k-max", "3"], "k_max (3) must be at least k_min (5)"),
         (["run", ".", "--n-workers", "0"], "n_workers must be at least 1, got 0"),
         (["run", ".", "--epochs", "many"], "epochs: 'many' is not accepted"),
         (["run", "pyproject.toml"], "input is a file, not a folder: pyproject.toml"),

@@ -38,7 +38,7 @@ def test_layout_chunks_and_dimension_names(tmp_path):
 
 def test_manifest_appends_marks_changes_and_removals(tmp_path):
     store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=4)
-    assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"])) == {"listed": 3, "new": 3, "changed": 0, "removed": 0}
+    assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"])) == {"listed": 3, "items": 3, "new": 3, "changed": 0, "removed": 0}
     status = store.read("status")
     status[:] = OK
     store.group["status"][:] = status
@@ -47,13 +47,39 @@ def test_manifest_appends_marks_changes_and_removals(tmp_path):
     assert store.sync_manifest(entries(["a.wav", "b.wav", "c.wav"]))["changed"] == 0 and store.pending_chunks() == []
     # b changed, c removed, d and e new: appended from the next chunk boundary
     sync = store.sync_manifest([FileEntry("a.wav", 10, 1), FileEntry("b.wav", 10, 2), FileEntry("d.wav", 1, 1), FileEntry("e.wav", 1, 1)])
-    assert sync == {"listed": 4, "new": 2, "changed": 1, "removed": 1}
+    assert sync == {"listed": 4, "items": 4, "new": 2, "changed": 1, "removed": 1}
     assert list(store.read("status")) == [OK, PENDING, REMOVED, VACANT, PENDING, PENDING]
     assert list(store.read("path")) == ["a.wav", "b.wav", "c.wav", "", "d.wav", "e.wav"]
     assert store.pending_chunks() == [(0, 4), (4, 6)]
     # c comes back: pending again, in its old slot
     store.sync_manifest(entries(["a.wav", "b.wav", "c.wav", "d.wav", "e.wav"]))
     assert store.read("status")[2] == PENDING
+
+
+def test_a_long_file_is_a_run_of_windows_and_a_changed_one_redoes_only_its_own(tmp_path):
+    store = Store.create(str(tmp_path / "s.zarr"), SMALL, clips_per_chunk=4)
+    windows = {"long.wav": [0.0, 5.0, 10.0], "short.wav": [0.0]}
+    asked = []
+
+    def starts_of(e):
+        asked.append(e.path)
+        return windows[e.path]
+
+    sync = store.sync_manifest(entries(["long.wav", "short.wav"]), starts_of=starts_of)
+    assert sync == {"listed": 2, "items": 4, "new": 2, "changed": 0, "removed": 0}
+    assert list(store.read("path")) == ["long.wav"] * 3 + ["short.wav"] and list(store.read("start")) == [0, 5, 10, 0]
+    store.group["status"][:] = np.full(4, OK, "int8")
+    asked.clear()
+    assert store.sync_manifest(entries(["long.wav", "short.wav"]), starts_of=starts_of)["changed"] == 0 and asked == []
+    # the long file grows by a window: its old rows are removed, its new ones appended; the short one is untouched
+    windows["long.wav"] = [0.0, 5.0, 10.0, 15.0]
+    sync = store.sync_manifest([FileEntry("long.wav", 20, 2), FileEntry("short.wav", 10, 1)], starts_of=starts_of)
+    assert sync == {"listed": 2, "items": 5, "new": 0, "changed": 1, "removed": 0} and asked == ["long.wav"]
+    assert list(store.read("status")) == [REMOVED] * 3 + [OK] + [PENDING] * 4
+    assert list(store.read("start")[4:]) == [0, 5, 10, 15] and store.pending_chunks() == [(4, 8)]
+    # changed again with as many windows: the same rows, pending again
+    store.sync_manifest([FileEntry("long.wav", 21, 3), FileEntry("short.wav", 10, 1)], starts_of=starts_of)
+    assert list(store.read("status")) == [REMOVED] * 3 + [OK] + [PENDING] * 4 and store.n_clips == 8
 
 
 def test_writes_must_be_whole_chunks_and_roundtrip(tmp_path):
@@ -215,7 +241,7 @@ def test_files_touched_or_copied_again_with_the_same_bytes_are_not_decoded_again
 
     decoded = []
     real = preprocess.clip_blocks
-    monkeypatch.setattr(preprocess, "clip_blocks", lambda path, s, data=None: decoded.append(os.path.basename(path)) or real(path, s, data))
+    monkeypatch.setattr(preprocess, "clip_blocks", lambda path, s, data=None, start=0.0: decoded.append(os.path.basename(path)) or real(path, s, data, start))
     again = preprocess.preprocess_range(url, str(audio), 0, store.n_clips, spec)
     assert (again["stored"], again["rejected"], again["unchanged"]) == (1, 0, 6)
     assert decoded == [edited]
