@@ -86,20 +86,22 @@ def main() -> None:
         write_clips(clip_dir, int(args.hours * 3600 / 5), seed=99)
         for name, folder, segment in (("long recordings, 5 s windows", long_dir, 5.0), ("5 s clips", clip_dir, None)):
             result, seconds, rss = preprocess(folder, work / f"{folder.name}.zarr", segment)
-            rows.append([name, result["files"], result["found"], f"{seconds:.0f}", f"{args.hours / (seconds / 60):.2f}", f"{rss.peak_mb:.0f}"])
+            work_s = result["process_s"]  # the tasks' time, without starting the cluster
+            rows.append([name, result["files"], result["found"], f"{work_s:.0f} ({seconds:.0f})", f"{args.hours / (work_s / 60):.2f}", f"{rss.peak_mb:.0f}"])
         if not args.skip_memory:
             for hours in (1.0, 10.0):
                 one = work / f"one-{hours:g}h"
                 one.mkdir()
                 write_recording(one / "rec.wav", hours, seed=7)
                 result, seconds, rss = preprocess(one, work / f"one-{hours:g}h.zarr", 5.0)
-                rows.append([f"one {hours:g}-hour file", 1, result["found"], f"{seconds:.0f}", f"{hours / (seconds / 60):.2f}",
+                work_s = result["process_s"]
+                rows.append([f"one {hours:g}-hour file", 1, result["found"], f"{work_s:.0f} ({seconds:.0f})", f"{hours / (work_s / 60):.2f}",
                              f"{rss.peak_self / 2**20:.0f} / {rss.peak_child / 2**20:.0f}"])
                 shutil.rmtree(one)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_table(f"preprocessing long recordings (default preset, 2 workers, {os.cpu_count()} cores)",
-                ["corpus", "files", "items", "seconds", "audio-hours / min", "peak RSS MB (largest; flow / worker)"], rows)
+                ["corpus", "files", "items", "processing s (wall)", "audio-hours / min", "peak RSS MB (largest; flow / worker)"], rows)
 
 
 if __name__ == "__main__":

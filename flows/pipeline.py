@@ -351,7 +351,7 @@ def pipeline(
             most = counts["commonest_reject"] = common_reject(store_url)  # (the CLI's warning names it too)
             if counts["stored"] < k:  # before any training; a Failed state, not a traceback
                 why = f" ({counts['rejected']} of {counts['found']} files rejected, most as {most})" if counts["rejected"] else ""
-                return Failed(message=f"cannot make {k} clusters from {counts['stored']} stored clips{why}; lower --k (--k-min), or add clips")
+                return Failed(message=f"cannot make {k} clusters from {counts['stored']} stored clips{why}; lower {'--k-min' if config.clustering.k == 'auto' else '--k'}, or add clips")
             get_run_logger().warning("%d of %d files rejected, most as %s: is the preset right for this corpus?",
                                      counts["rejected"], counts["found"], most)
         metrics, trained = model_stages(store_url, out_dir, config, timings)

@@ -109,6 +109,21 @@ def embedding(features: np.ndarray, clusters: np.ndarray, path: str | Path, xy: 
     return save(fig, path)
 
 
+def timeline(files: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], k: int, path: str | Path) -> Path:
+    """Long recordings: each file (``name, starts, ends, clusters``) a strip of its windows' clusters over time."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 0.5 * len(files) + 1.3), dpi=100)
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)  # the colours of embedding.png
+    for row, (_, starts, ends, clusters) in enumerate(files):
+        ax.broken_barh(list(zip(starts, ends - starts)), (row - 0.4, 0.8), facecolors=[cmap(int(c)) for c in clusters])
+    ax.set_yticks(range(len(files)), [name[-40:] for name, *_ in files])
+    ax.invert_yaxis()
+    ax.set_xlabel("time in the file (s)")
+    ax.set_title("Clusters over time, one strip per file (colours as in the embedding)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def k_choice(record: dict, path: str | Path) -> Path:
     """``--k auto``: each criterion against k (scaled to [0, 1] over the range), their mean, the pick marked."""
     plt = _plt()

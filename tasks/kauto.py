@@ -27,29 +27,9 @@ from typing import Callable
 
 import numpy as np
 
+from tasks.cluster import Clusterer, consensus_matrix, partitions
+
 CRITERION = "mean of relative PAC stability (vs. null) and evidence-accumulation silhouette, each scaled to [0, 1]"
-
-
-def partitions(z: np.ndarray, k: int, runs: int, rng: np.random.Generator, unit: bool = True, min_dims: int = 4) -> np.ndarray:
-    """``runs`` K-Means labelings of ``z``'s rows, each on the first d columns (d drawn from ``min_dims`` to all)."""
-    from sklearn.cluster import KMeans
-
-    dims = z.shape[1]
-    out = np.empty((runs, len(z)), np.int32)
-    for r in range(runs):
-        d = int(rng.integers(min(min_dims, dims), dims + 1))
-        u = z[:, :d] / (np.linalg.norm(z[:, :d], axis=1, keepdims=True) + 1e-12) if unit else z[:, :d]
-        out[r] = KMeans(k, init="k-means++", n_init=1, random_state=int(rng.integers(2**31))).fit_predict(u)
-    return out
-
-
-def consensus_matrix(labels: np.ndarray, k: int) -> np.ndarray:
-    """Share of the labelings (rows of ``labels``) that put each pair of columns in one cluster."""
-    runs, n = labels.shape
-    onehot = np.zeros((n, runs * k), np.float32)
-    for r, lab in enumerate(labels):
-        onehot[np.arange(n), r * k + lab] = 1.0
-    return onehot @ onehot.T / runs
 
 
 def pac(m: np.ndarray, low: float = 0.1, high: float = 0.9) -> float:
@@ -121,7 +101,6 @@ def resolve_k(x: np.ndarray, features, clustering) -> tuple:
     see them at the range's largest k (the leading components of the same whitened PCA serve every
     smaller k) and :func:`choose_k` picks k. Features that cannot be clustered (:func:`tasks.metrics.degenerate`)
     get k_min, and the record says why."""
-    from tasks.cluster import Clusterer
     from tasks.metrics import degenerate
 
     if clustering.k != "auto":

@@ -154,7 +154,7 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     """``report.html`` beside the predictions: scores, configuration, rejects and the run's figures, embedded."""
     import html as _html
 
-    from tasks.figures import contingency, embed_2d, embedding, html_report, html_table, k_choice
+    from tasks.figures import contingency, embed_2d, embedding, html_report, html_table, k_choice, timeline
     from tasks.browser import browser_section
 
     out = Path(out_dir)
@@ -169,6 +169,11 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     figures.append(embedding(features, clusters, out / "embedding.png", xy))
     if (metrics.get("k_auto") or {}).get("k"):
         figures.append(k_choice(metrics["k_auto"], out / "k_auto.png"))
+    if (store.attrs.get("audio") or {}).get("segment") is not None:  # long recordings: where each cluster lies in time
+        paths, starts = store.read("path")[ok], store.read("start")[ok]
+        ends = starts + store.read("duration")[ok]
+        files = [(n, starts[paths == n], ends[paths == n], clusters[paths == n]) for n in list(dict.fromkeys(paths))[:30]]
+        figures.append(timeline(files, int(metrics["k"]), out / "timeline.png"))
     labels = store.read("label")[ok]
     listen = browser_section(store, metrics, clusterer, raw, features, clusters, xy[0])
     if (labels != "").any():
@@ -199,6 +204,7 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
                           f"<pre>{_html.escape(json.dumps(metrics.get('config', {}), indent=1))}</pre></details>"),
     ]
     captions = {
+        "timeline": "Each long recording (the first 30) as a strip of its windows, coloured by cluster: where each kind of sound lies in time.",
         "loss": "Training loss per epoch (the report's Figure 8).",
         "embedding": "The clips' features in two dimensions, coloured by cluster: clusters that overlap here are hard to tell apart.",
         "k_auto": "Choosing k: each criterion against k, scaled to [0, 1] over the range, and their mean; the star marks the pick.",

@@ -41,6 +41,8 @@ def test_windows_of_long_recordings_are_clustered_and_placed_in_time(prefect_api
     truth = [family_at(parts[r["file"]], float(r["start"]), float(r["end"])) for r in rows]
     assert normalized_mutual_info_score(truth, [int(r["cluster"]) for r in rows]) >= 0.9
 
+    html = (out / "report.html").read_text()
+    assert (out / "timeline.png").is_file() and "a strip of its windows" in html  # the report places them in time
     # assign takes long files and writes windows too: the run's own recordings land where the run put them
     from tasks.assign import assign
 
