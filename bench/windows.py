@@ -39,7 +39,7 @@ def write_recording(path: Path, hours: float, seed: int) -> None:
     with sf.SoundFile(str(path), "w", RATE, 1, subtype="PCM_16") as out:
         left = hours * 3600
         while left > 0:
-            seconds = float(min(left, rng.uniform(5, 30)))
+            seconds = float(max(1.0, min(left, rng.uniform(5, 30))))  # (the last piece at least 1 s)
             y = synth_clip(FAMILIES[rng.integers(len(FAMILIES))], RATE, seconds, rng)
             out.write((0.8 * y / max(float(np.abs(y).max()), 1e-9)).astype(np.float32))
             left -= seconds
