@@ -137,8 +137,9 @@ def run_idec(
     first, history = (state["epoch"] + 1, state["history"]) if state else (0, {})
 
     def assignments() -> np.ndarray:
-        out = model.predict(x.astype(np.float32), batch_size=max(1, 1024 // bpc), verbose=0)
-        return out[0] if idec else out
+        bs = max(1, 1024 // bpc)  # a slice at a time in float32: the stored float16 blocks are never copied whole
+        out = [model.predict(x[i : i + bs].astype(np.float32), batch_size=bs, verbose=0) for i in range(0, len(x), bs)]
+        return np.concatenate([o[0] if idec else o for o in out])
 
     q = assignments()
     labels = q.argmax(1)
