@@ -70,6 +70,12 @@ SYNTH = {"synth6": 6, "synth12": 12}  # synthesized corpora of known k: 20 clips
 
 def corpus(name: str, work: Path, k: int) -> tuple[Path, Path, int]:
     """``(audio folder, labels file, true k)``: a corpus under ../shared/data, or one synthesized into ``work``."""
+    from tasks.synth_kinds import KINDS, LABELS, make_kind_corpus
+
+    if name in KINDS:  # a kind of audio the shared corpora lack: timbre across pitches, temporal shape, events in noise
+        if not (work / "labels.csv").is_file():
+            make_kind_corpus(work, name, per_class=30, seed=0)
+        return work / "audio", work / "labels.csv", len(LABELS[name])
     if name not in SYNTH:
         return SHARED_DATA / name / "audio", SHARED_DATA / name / "labels.csv", k
     from tasks.synth import FAMILIES, MORE_FAMILIES, make_corpus
@@ -102,7 +108,7 @@ def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str],
     common = dict(k=k)
     result: dict = {"corpus": name, "k": k, "seeds": seeds, "rows": {}, "preprocess_s": {}}
     default_store, seed_store = work / "default.zarr", work / "seed.zarr"
-    if {"baseline", "kmeans", "default", "dec", "kauto"} & set(rows):
+    if {"baseline", "kmeans", "default", "dec", "kauto", "head", "scan"} & set(rows):
         result["preprocess_s"]["default"] = preprocess(audio, labels, default_store, "default", **common)
     if "seed" in rows:
         result["preprocess_s"]["seed"] = preprocess(audio, labels, seed_store, "seed", **common)
@@ -119,14 +125,16 @@ def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str],
     if "seed" in rows:
         record(f"seed ({seed_epochs} epochs)", [one_run(audio, labels, work / f"seed-s{s}", seed_store, "seed",
                                                         epochs=seed_epochs, seed=s, **common) for s in seeds])
-    if {"default", "kmeans", "dec", "kauto"} & set(rows):
-        plain, other, auto = [], {"kmeans": [], "dec": []}, []
+    if {"default", "kmeans", "dec", "kauto", "head", "scan"} & set(rows):
+        plain, other, auto = [], {"kmeans": [], "dec": [], "scan": [], "head": []}, []
+        variants = {"kmeans": dict(cluster="kmeans"), "dec": dict(cluster="idec"), "scan": dict(cluster="head", head_self_label_epochs=0),
+                    "head": dict(cluster="head")}
         for s in seeds:
             out = work / f"default-s{s}"
             plain.append(one_run(audio, labels, out, default_store, "default", seed=s, **common))
-            for row, method in (("kmeans", "kmeans"), ("dec", "idec")):
+            for row, settings in variants.items():
                 if row in rows:  # same run folder: the trained network comes from cache, then only the clustering differs
-                    m, extra = one_run(audio, labels, out, default_store, "default", seed=s, cluster=method, **common)
+                    m, extra = one_run(audio, labels, out, default_store, "default", seed=s, **settings, **common)
                     other[row].append((m, plain[-1][1] + extra))
             if "kauto" in rows:  # the same network (cached), k chosen from the data
                 m, extra = one_run(audio, labels, out, default_store, "default", seed=s, k="auto")
@@ -141,6 +149,10 @@ def bench_corpus(name: str, seeds: list[int], seed_epochs: int, rows: list[str],
             record("default (consensus)", plain)
         if other["dec"]:
             record("default network + DEC", other["dec"])
+        if other["scan"]:
+            record("default network + head (SCAN only)", other["scan"])
+        if other["head"]:
+            record("default network + head (SCAN, self-labeled)", other["head"])
     return result
 
 
@@ -166,21 +178,24 @@ def markdown(results: list[dict], seed_epochs: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpora", default="esc10,fsdd,synth6,synth12",
-                    help="comma-separated corpora under ../shared/data, or synthesized: synth6, synth12 [esc10,fsdd,synth6,synth12]")
+    ap.add_argument("--corpora", default="esc10,fsdd,timbre,temporal,events",
+                    help="comma-separated corpora under ../shared/data, or synthesized: synth6, synth12 (sound families), "
+                         "timbre, temporal, events (tasks/synth_kinds.py) [esc10,fsdd,timbre,temporal,events]")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds [0,1,2]")
     ap.add_argument("--seed-epochs", type=int, default=2, help="epoch cap for the seed preset row (the report's 200 take hours) [2]")
-    ap.add_argument("--rows", default="baseline,seed,kmeans,default,dec,kauto",
-                    help="which rows; kauto: --k auto on the default row's network [baseline,seed,kmeans,default,dec,kauto]")
+    ap.add_argument("--rows", default="baseline,seed,kmeans,default,dec,scan,head,kauto",
+                    help="which rows; scan, head: the clustering head without and with self-labeling; kauto: --k auto on the "
+                         "default row's network [baseline,seed,kmeans,default,dec,scan,head,kauto]")
     ap.add_argument("--k", type=int, default=10, help="clusters of the shared corpora [10: both have 10 classes]; synthesized: their families")
     ap.add_argument("--work", default="/tmp/audioclust-bench-quality", help="stores and run folders [/tmp/audioclust-bench-quality]")
     a = ap.parse_args()
+    from tasks.synth_kinds import KINDS
     seeds = [int(s) for s in a.seeds.split(",")]
     rows = a.rows.split(",")
     work = Path(a.work)
     results = []
     for name in a.corpora.split(","):
-        if name not in SYNTH and not (SHARED_DATA / name / "labels.csv").is_file():
+        if name not in SYNTH and name not in KINDS and not (SHARED_DATA / name / "labels.csv").is_file():
             print(f"skipping {name}: {SHARED_DATA / name} not found")
             continue
         results.append(bench_corpus(name, seeds, a.seed_epochs, rows, work, a.k))

@@ -28,7 +28,7 @@ from tasks.assign import ROW_FIELDS, RunError, assign, assign_task, load_run
 
 
 class OrderedRows:
-    """A ``file,start,end,cluster,farther_than,reason`` CSV written in listing order from batches that arrive in any order.
+    """A ``file,start,end,cluster,confidence,farther_than,reason`` CSV written in listing order from batches that arrive in any order.
 
     A batch is known by the listing position of its first file; one that arrives early waits
     in memory until the batches before it are written. A failed batch is skipped (its files
@@ -70,7 +70,7 @@ def listing_batches(input_dir: str, batch: int):
 @flow(name="audioclust-assign", flow_run_name="assign")
 def assign_flow(config: Config, input_dir: str, model: str, out: str, batch: int = 256) -> dict:
     """Cluster of every file under ``input_dir`` by the finished run ``model``, written to the CSV ``out``
-    (``file,start,end,cluster,farther_than,reason``, in listing order); returns ``{"files", "assigned", "rejected", "out"}``."""
+    (``file,start,end,cluster,confidence,farther_than,reason``, in listing order); returns ``{"files", "assigned", "rejected", "out"}``."""
     load_run(model)  # a run folder that cannot be used fails here, not in every task
     get_run_logger().info("assigning the files under %s in batches of up to %d", input_dir, batch)
     writer = OrderedRows(out)
@@ -94,7 +94,7 @@ def assign_files(input_dir: str, model: Path | str, out: Path | str | None = Non
     """Assign every clip under ``input_dir`` to a cluster of the finished run ``model``; returns
     ``{"files", "assigned", "rejected"}``.
 
-    The rows go to the CSV ``out`` (file, start, end, cluster, farther_than, reason), else to ``print_line``,
+    The rows go to the CSV ``out`` (file, start, end, cluster, confidence, farther_than, reason), else to ``print_line``,
     tab-separated under a header. ``local``: in this process (True), as a Prefect flow on Dask
     (False), or in this process when there are at most :data:`LOCAL_ASSIGN_MAX` files and neither
     ``n_workers`` nor ``dask_address`` is given (None). Problems the user can fix are one-line
@@ -148,7 +148,7 @@ def assign_files(input_dir: str, model: Path | str, out: Path | str | None = Non
 
 
 def print_rows(rows: Iterable[dict], print_line: Callable[[str], None]) -> None:
-    """Rows of :func:`assign_files`, tab-separated under a header: file, start, end, cluster, farther_than, reason."""
+    """Rows of :func:`assign_files`, tab-separated under a header: file, start, end, cluster, confidence, farther_than, reason."""
     print_line("\t".join(ROW_FIELDS))
     for r in rows:
         print_line("\t".join(str(r[k]) for k in ROW_FIELDS))

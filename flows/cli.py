@@ -37,7 +37,7 @@ KMin = Annotated[Optional[int], typer.Option("--k-min", help="--k auto: the fewe
 KMax = Annotated[Optional[int], typer.Option("--k-max", help="--k auto: the most clusters to consider (at most a third of the clips) \\[default: 20].")]
 Epochs = Annotated[Optional[str], typer.Option("--epochs", help="Maximum training epochs, or 'auto' for the contrastive objective (overrides the preset).")]
 Features = Annotated[Optional[str], typer.Option("--features", help="network (the trained encoder's codes) or mfcc-stats (handcrafted baseline: MFCC and log-Mel mean/std, no network).")]
-Cluster = Annotated[Optional[str], typer.Option("--cluster", help="kmeans (the seed and fast presets'); consensus: of 100 K-Means runs on random PCA sub-spaces (the default preset's; with seed or fast also set pca, e.g. AUDIOCLUST_PCA=auto); or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")]
+Cluster = Annotated[Optional[str], typer.Option("--cluster", help="kmeans (the seed and fast presets'); consensus: of 100 K-Means runs on random PCA sub-spaces (the default preset's; with seed or fast also set pca, e.g. AUDIOCLUST_PCA=auto); head: softmax heads trained on the network's features so each clip agrees with its consensus neighbours (SCAN), then self-labeled; or idec: a clustering layer trained inside the network (DEC/IDEC), initialized from K-Means.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed for training and K-Means \\[default: 0].")]
 Workers = Annotated[Optional[int], typer.Option("--n-workers", help="Local Dask worker processes \\[default: 2].")]
 Address = Annotated[Optional[str], typer.Option("--dask-address", help="Use a running Dask scheduler (tcp://HOST:PORT) instead of a LocalCluster.")]
@@ -169,7 +169,7 @@ def run(
 def assign(
     input_dir: Input,
     model: Annotated[Path, typer.Option("--model", help="A finished run folder (the --out of `audioclust run`).")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (file, start, end, cluster, farther_than, reason) \\[default: print to the terminal].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (file, start, end, cluster, confidence, farther_than, reason) \\[default: print to the terminal].")] = None,
     local: Annotated[Optional[bool], typer.Option("--local/--dask", help=f"In this process, with a progress bar, or as a Prefect flow fanning batches of 256 files out on Dask \\[default: local up to {LOCAL_ASSIGN_MAX} files; --n-workers or --dask-address mean --dask].")] = None,
     n_workers: Workers = None,
     dask_address: Address = None,
@@ -178,7 +178,8 @@ def assign(
     """Put the clips under INPUT into the clusters of a finished run, without retraining.
 
     Each clip is processed exactly as the run's clips were (audio settings, encoder, feature transform,
-    centroids). Files that cannot be used get cluster -1 and the reason. farther_than is the share of the
+    centroids, or clustering head). Files that cannot be used get cluster -1 and the reason. confidence is
+    the probability of the clip's cluster (as in the run's predictions.csv). farther_than is the share of the
     run's clips that lie closer to their cluster's centre than the new clip lies to its own: near 1, the
     clip is unlike anything the run clustered (blank for IDEC runs).
     """

@@ -103,8 +103,10 @@ class Config(BaseModel):
         c = self.clustering
         if c.consensus_sample < (c.k_max if c.k == "auto" else c.k):
             raise ValueError("clustering.consensus_sample must be >= k (k_max when k is 'auto')")
-        if self.clustering.method == "consensus" and self.features.pca == 0:
-            raise ValueError("clustering 'consensus' draws sub-spaces of principal components: set features.pca > 0 or 'auto'")
+        if self.clustering.method in ("consensus", "head") and self.features.pca == 0:
+            raise ValueError(f"clustering '{self.clustering.method}' draws sub-spaces of principal components (a consensus): set features.pca > 0 or 'auto'")
+        if self.clustering.method == "head" and self.features.source != "network":
+            raise ValueError("clustering 'head' is trained on the network's features: it needs features.source 'network'")
         if self.features.pca != "auto" and self.features.pca < 0:
             raise ValueError("features.pca must be >= 0")
         if self.audio.image == "picture" and (self.audio.channels != 3 or self.features.source == "mfcc-stats"):

@@ -20,8 +20,9 @@ from tasks.cluster import Clusterer, clip_feature_rows
 
 
 # the columns of assign's CSV; farther_than: the share of the run's clips that lie closer to their
-# cluster's centre than this clip lies to its own (near 1: unlike anything the run clustered)
-ROW_FIELDS = ("file", "start", "end", "cluster", "farther_than", "reason")
+# cluster's centre than this clip lies to its own (near 1: unlike anything the run clustered);
+# confidence: the probability of its cluster, as predictions.csv gives it for the run's clips
+ROW_FIELDS = ("file", "start", "end", "cluster", "confidence", "farther_than", "reason")
 
 
 class RunError(ValueError):
@@ -50,8 +51,8 @@ def load_run(run_dir: str | Path) -> tuple[dict, Clusterer, str | None]:
 def assign(
     files: Iterable[tuple[str, str]], run_dir: str | Path, batch: int = 64, progress: Callable[[int], None] | None = None
 ) -> list[dict]:
-    """Cluster of each ``(name, path)``: rows ``{"file", "cluster", "farther_than", "reason"}`` (cluster -1 and a
-    reason when rejected; ``farther_than`` as :meth:`tasks.cluster.Clusterer.farther_than`, blank when unknown)."""
+    """Cluster of each ``(name, path)``: rows of :data:`ROW_FIELDS` (cluster -1 and a reason when rejected;
+    ``farther_than`` as :meth:`tasks.cluster.Clusterer.farther_than`, blank when unknown)."""
     metrics, clusterer, encoder_path = load_run(run_dir)
     try:
         spec = AudioSettings(**metrics["audio"])
@@ -72,9 +73,10 @@ def assign(
         blocks = np.concatenate([b for _, b, _ in pending]).astype(np.float32)
         codes = encode_blocks(encoder, blocks) if encoder is not None else None
         x = clip_feature_rows(clusterer.features, geo, spec.top_db, blocks=blocks, codes=codes)
-        clusters, far = clusterer.predict_and_rank(x)
+        clusters, far, confidence = clusterer.predict_and_rank(x)
         for j, ((i, _, _), c) in enumerate(zip(pending, clusters)):
             rows[i]["cluster"] = int(c)
+            rows[i]["confidence"] = round(float(confidence[j]), 4)
             rows[i]["farther_than"] = "" if far is None else round(float(far[j]), 3)
         if progress:
             progress(sum(last for _, _, last in pending))
@@ -84,7 +86,7 @@ def assign(
         # a long file: every window (the run's segment), else one clip
         starts = spec.starts(probe_duration(path) or 0.0) if spec.segment is not None else [0.0]
         for k, start in enumerate(starts):
-            rows.append({"file": name, "start": start, "end": "", "cluster": -1, "farther_than": "", "reason": ""})
+            rows.append({"file": name, "start": start, "end": "", "cluster": -1, "confidence": "", "farther_than": "", "reason": ""})
             try:
                 # float16 blocks, as the store keeps them: a stored clip is assigned as it was clustered
                 blocks, seconds, _ = clip_blocks(check_regular(path), spec, start=start)

@@ -49,8 +49,8 @@ class FeatureSettings(BaseModel):
             return self.pca
         if clustering.k == "auto":  # before k is chosen: room for the largest k of the range
             clustering = clustering.model_copy(update={"k": clustering.k_max})
-        per_cluster = 4.0 if clustering.method == "consensus" else 1.6
-        return int(np.clip(round(per_cluster * clustering.k), 2, 64 if clustering.method == "consensus" else 32))
+        wide = clustering.method in ("consensus", "head")  # the head's neighbours come from a consensus
+        return int(np.clip(round((4.0 if wide else 1.6) * clustering.k), 2, 64 if wide else 32))
 
 
 class ClusteringSettings(BaseModel):
@@ -58,7 +58,7 @@ class ClusteringSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["kmeans", "consensus", "idec"] = "kmeans"  # consensus: of many K-Means runs; idec: inside the network
+    method: Literal["kmeans", "consensus", "head", "idec"] = "kmeans"  # consensus: of many K-Means runs; head, idec: inside the network
     k: int | Literal["auto"] = 20  # auto: chosen from the data in [k_min, k_max] (tasks/kauto.py)
     k_min: int = 2
     k_max: int = 20  # (at run time also at most a third of the clips)
@@ -71,6 +71,14 @@ class ClusteringSettings(BaseModel):
     dec_epochs: int = 30  # IDEC: at most this many passes over the clips
     dec_learning_rate: float = 1e-4
     dec_batch_size: int = 16
+    head_neighbours: int = 10  # head (SCAN, tasks/head.py): neighbours per clip, by co-association
+    head_count: int = 5  # heads trained side by side; the lowest SCAN loss is kept
+    head_hidden: int = 128
+    head_entropy_weight: float = 5.0  # keeps the clusters from collapsing into one
+    head_noise: float = 0.3  # std of the Gaussian noise on the (whitened) features of a view
+    head_epochs: int = 40
+    head_self_label_epochs: int = 10  # 0: no self-labeling
+    head_threshold: float = 0.99  # self-labeling: the probability above which a clip is its own target
 
     @field_validator("k", "k_min", "k_max")
     @classmethod
@@ -151,6 +159,8 @@ class Clusterer:
         self.features, self.clustering = features, clustering
         self.mean_ = self.scale_ = self.components_ = self.pca_mean_ = self.pca_scale_ = self.centroids_ = None
         self.distance_quantiles_ = None  # of the fitted clips' distances to their centroids (see farther_than)
+        self.variance_ = None  # of the fitted clips around their centroids, per dimension (see predict_proba)
+        self.head_ = None  # method "head": the kept head's weights [W1, b1, W2, b2] (tasks/head.py)
 
     # -- the feature transform ----------------------------------------------------------
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
@@ -176,21 +186,52 @@ class Clusterer:
         return z.astype(np.float32)
 
     # -- clustering ------------------------------------------------------------------------
-    def fit_predict(self, x: np.ndarray) -> np.ndarray:
-        """Fit the transform and the centroids (K-Means, or a consensus of K-Means runs); cluster per row."""
+    def fit_predict(self, x: np.ndarray, work_dir: str | Path | None = None, log=print) -> np.ndarray:
+        """Fit the transform and the clusters (K-Means, a consensus of K-Means runs, or a head trained on
+        the consensus's neighbours, checkpointed under ``work_dir``); cluster per row."""
         z = self.fit_transform(x)
         spec = self.clustering
-        if spec.method == "consensus":
+        if spec.method in ("consensus", "head"):
             n = spec.consensus_sample
-            sample = z[np.random.default_rng(spec.seed).permutation(len(z))[:n]] if len(z) > n else z
-            labels = consensus_labels(sample, spec.k, spec.consensus_runs, spec.seed)
+            rows = np.random.default_rng(spec.seed).permutation(len(z))[:n] if len(z) > n else np.arange(len(z))
+            sample = z[rows]
+            labels, together = consensus_labels(sample, spec.k, spec.consensus_runs, spec.seed, return_matrix=True)
             self.centroids_ = np.stack([sample[labels == c].mean(0) for c in range(spec.k)])
+            if spec.method == "head":
+                from tasks.head import train_head
+
+                self.head_, self.head_summary = train_head(sample, together, spec, Path(work_dir or ".") / "head_checkpoint", log)
+                labels = self.predict_proba(x).argmax(1)
+                # a head cluster's centre is the mean of its clips (a cluster the head left empty keeps the consensus's)
+                self.centroids_ = np.stack([z[labels == c].mean(0) if (labels == c).any() else self.centroids_[c] for c in range(spec.k)])
+                return labels
             return self._nearest(z)  # the corpus goes through the same rule as new clips
         labels, self.centroids_ = kmeans(z, spec.k, spec.n_init, spec.seed, return_centroids=True)
         return labels
 
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Each row's probability of each cluster; its maximum is the clip's confidence. The head's softmax;
+        for centroid methods, the posterior of a mixture of equal spherical Gaussians at the centroids, their
+        variance that of the fitted clips around their centroids (:meth:`remember_spread`); without it
+        (IDEC), the Student's-t soft assignment DEC trains, ``(1 + d^2)^-1`` normalized."""
+        z = self.transform(x)
+        if self.head_ is not None:
+            from tasks.head import probabilities
+
+            return probabilities(z, list(self.head_))
+        from sklearn.metrics.pairwise import euclidean_distances
+
+        d2 = euclidean_distances(z.astype(np.float64), np.asarray(self.centroids_, np.float64), squared=True)
+        if self.variance_ is None:
+            q = 1.0 / (1.0 + d2)
+        else:
+            q = np.exp(-(d2 - d2.min(1, keepdims=True)) / (2 * float(self.variance_)))
+        return q / q.sum(1, keepdims=True)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Nearest centroid in the fitted feature space (for IDEC: the refined centroids)."""
+        """The head's argmax, else the nearest centroid in the fitted feature space (for IDEC: the refined centroids)."""
+        if self.head_ is not None:
+            return self.predict_proba(x).argmax(1)
         return self._nearest(self.transform(x))
 
     def _nearest(self, z: np.ndarray) -> np.ndarray:
@@ -207,7 +248,10 @@ class Clusterer:
     def remember_spread(self, x: np.ndarray) -> None:
         """Keep the percentiles of the fitted clips' distances to their nearest centroid, so that
         :meth:`farther_than` can rank a new clip's distance among them."""
-        self.distance_quantiles_ = np.quantile(self._nearest_and_distance(self.transform(x))[1], np.linspace(0, 1, 101))
+        z = self.transform(x)
+        distance = np.linalg.norm(z - self.centroids_[self.predict(x)], axis=1)
+        self.distance_quantiles_ = np.quantile(distance, np.linspace(0, 1, 101))
+        self.variance_ = np.float64((distance**2).mean() / z.shape[1] + 1e-12)  # per dimension, for predict_proba
 
     def farther_than(self, x: np.ndarray) -> np.ndarray | None:
         """Per row: the share of the fitted clips that lie closer to their centroid than this row lies to
@@ -215,16 +259,22 @@ class Clusterer:
         the spread was not kept (IDEC runs, older runs)."""
         return self.predict_and_rank(x)[1]
 
-    def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """:meth:`predict` and :meth:`farther_than` from one pass over the centroids."""
-        near, dist = self._nearest_and_distance(self.transform(x))
-        if self.distance_quantiles_ is None:
-            return near, None
-        q = np.asarray(self.distance_quantiles_)
-        return near, np.interp(dist, q, np.linspace(0, 1, len(q)))
+    def predict_and_rank(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """:meth:`predict`, :meth:`farther_than` (a row's distance to its cluster's centre, ranked) and the
+        confidence (the largest of :meth:`predict_proba`)."""
+        z = self.transform(x)
+        proba = self.predict_proba(x)
+        near = proba.argmax(1) if self.head_ is not None else self._nearest(z)
+        dist = np.linalg.norm(z - self.centroids_[near], axis=1)
+        far = None
+        if self.distance_quantiles_ is not None:
+            q = np.asarray(self.distance_quantiles_)
+            far = np.interp(dist, q, np.linspace(0, 1, len(q)))
+        return near, far, proba.max(1)
 
     def save(self, path: str | Path) -> None:
-        arrays = {k: v for k, v in vars(self).items() if k.endswith("_") and v is not None}
+        arrays = {k: v for k, v in vars(self).items() if k.endswith("_") and v is not None and k != "head_"}
+        arrays.update({f"head{i}_": w for i, w in enumerate(self.head_ or [])})
         spec = np.array(json.dumps({"features": self.features.model_dump(mode="json"), "clustering": self.clustering.model_dump(mode="json")}))
         np.savez(path, spec=spec, **arrays)
 
@@ -234,8 +284,10 @@ class Clusterer:
             spec = json.loads(str(z["spec"]))
             self = cls(FeatureSettings(**spec["features"]), ClusteringSettings(**spec["clustering"]))
             for name in z.files:
-                if name != "spec":
+                if name != "spec" and not name.startswith("head"):
                     setattr(self, name, z[name])
+            if "head0_" in z.files:
+                self.head_ = [z[f"head{i}_"] for i in range(4)]
         return self
 
 
@@ -271,7 +323,7 @@ def consensus_matrix(labels: np.ndarray, k: int) -> np.ndarray:
     return onehot @ onehot.T / runs
 
 
-def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_dims: int = 4) -> np.ndarray:
+def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_dims: int = 4, return_matrix: bool = False):
     """Evidence accumulation (Fred and Jain, 2005) over K-Means partitions of random sub-spaces.
 
     ``z`` holds whitened principal components, strongest first. Each of ``runs`` partitions is
@@ -286,6 +338,8 @@ def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_
 
     if len(z) < k:
         raise ValueError(f"cannot make {k} clusters from {len(z)} clips")
-    distance = 1.0 - consensus_matrix(partitions(z, k, runs, np.random.default_rng(seed), min_dims=min_dims), k)
+    together = consensus_matrix(partitions(z, k, runs, np.random.default_rng(seed), min_dims=min_dims), k)
+    distance = 1.0 - together
     np.fill_diagonal(distance, 0.0)
-    return AgglomerativeClustering(k, metric="precomputed", linkage="average").fit_predict(distance)
+    labels = AgglomerativeClustering(k, metric="precomputed", linkage="average").fit_predict(distance)
+    return (labels, together) if return_matrix else labels

@@ -106,8 +106,8 @@ def run_idec(
     Reads the model in ``model_dir`` (``autoencoder.keras`` -> IDEC, else ``encoder.keras`` -> DEC),
     trains it with the clustering layer on the stored clips (one ``fit`` epoch per pass, the target
     refreshed between passes; checkpointed, so a killed run resumes), writes ``dec_encoder.keras``
-    there, and updates ``clusterer.centroids_``. Returns the final hard assignments of the stored
-    clips (store order) and a summary.
+    there, and updates ``clusterer.centroids_``. Returns the stored clips' final soft assignments ``q``
+    (store order; the cluster is their argmax) and a summary.
     """
     configure_keras(0, spec.seed)
     import keras
@@ -160,4 +160,4 @@ def run_idec(
     checkpoint.clear()
     summary = {"mode": mode, "passes": passes, "last_changed": changed, "encoder": str(model_dir / "dec_encoder.keras"),
                "resumed_from_pass": first or None}
-    return labels, summary
+    return q, summary

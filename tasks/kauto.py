@@ -115,6 +115,6 @@ def resolve_k(x: np.ndarray, features, clustering) -> tuple:
         dims_for = None
         if features.pca:
             dims_for = lambda k: min(z.shape[1], features.pca_components(clustering.model_copy(update={"k": k})))  # noqa: E731
-        record = choose_k(z, k_min, k_max, dims_for, seed=clustering.seed, unit=clustering.method == "consensus")
+        record = choose_k(z, k_min, k_max, dims_for, seed=clustering.seed, unit=clustering.method in ("consensus", "head"))
     record.update(k_min=k_min, k_max=k_max)
     return clustering.model_copy(update={"k": record["chosen"]}), record

@@ -55,23 +55,27 @@ def cluster_and_report(
     clusterer = Clusterer(features, clustering)
     with warnings.catch_warnings():  # identical clips (a collapsed code) are reported below, not warned about
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pred = clusterer.fit_predict(x)
+        pred = clusterer.fit_predict(x, work_dir=out, log=log)
     dec = None
     if clustering.method == "idec" and not degenerate(x):
         if features.source != "network" or not model_dir:
             raise ValueError("cluster 'idec' trains inside the network: it needs features 'network' and a trained model")
         from tasks.dec import run_idec
 
-        pred, dec = run_idec(store_url, model_dir, clusterer, clustering, log=log)
+        q, dec = run_idec(store_url, model_dir, clusterer, clustering, log=log)
+        pred, confidence = q.argmax(1), q.max(1)
     else:  # (IDEC's clips go through its own encoder: no spread is kept for them)
         clusterer.remember_spread(x)
+        confidence = clusterer.predict_proba(x).max(1)
     clusterer.save(out / "clusterer.npz")
 
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["file", "start", "end", "cluster"])  # start, end: seconds of the file the item holds
+        # start, end: seconds of the file the item holds; confidence: the probability of its cluster
+        w.writerow(["file", "start", "end", "cluster", "confidence"])
         start, seconds = store.read("start")[ok], store.read("duration")[ok]
-        w.writerows(zip(paths[ok], np.round(start, 3).tolist(), np.round(start + seconds, 3).tolist(), pred.tolist()))
+        w.writerows(zip(paths[ok], np.round(start, 3).tolist(), np.round(start + seconds, 3).tolist(), pred.tolist(),
+                        np.round(confidence, 4).tolist()))
     rejects = store.rejects()
     with open(out / "rejects.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -94,6 +98,8 @@ def cluster_and_report(
         "features": features.model_dump(mode="json"),
         "clustering": clustering.model_dump(mode="json"),
         "dec": dec,
+        "head": getattr(clusterer, "head_summary", None),
+        "confidence": {"mean": round(float(confidence.mean()), 4), "median": round(float(np.median(confidence)), 4)},
         "audio": store.attrs.get("audio"),
         "geometry": store.attrs.get("geometry"),
         "feature_dim": int(x.shape[1]),
@@ -197,6 +203,8 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
         ("Scores", html_table(scores) + split_note if scores else
          f"<p><b>No usable clustering</b>: {_html.escape(metrics['degenerate'])}</p>" if metrics.get("degenerate") else "<p>No labels: no scores.</p>"),
         ("Listen: the clusters and a map of every clip", listen),
+        ("Least confident clips", "<p>The clips whose cluster is least certain (confidence: the probability of "
+                                  "their cluster, in predictions.csv): the first to listen to.</p>" + html_table(least_confident(out / "predictions.csv"))),
         ("Cluster sizes", html_table([{"cluster": i, "clips": n} for i, n in enumerate(metrics.get("cluster_sizes", []))])),
         ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects() + store.partly_read()])),
         ("Stage times (seconds)", html_table([timings]) if timings else "<p>none recorded</p>"),
@@ -212,6 +220,13 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
                        "a strong diagonal means the clusters follow the labels.",
     }
     return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html", captions)
+
+
+def least_confident(predictions: Path, n: int = 10) -> list[dict]:
+    """The ``n`` rows of ``predictions.csv`` with the lowest confidence (none for a run that recorded none)."""
+    with open(predictions, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("confidence")]
+    return sorted(rows, key=lambda r: float(r["confidence"]))[:n]
 
 
 def k_picked(metrics: dict) -> str:

@@ -121,12 +121,16 @@ def make_corpus(
             name = f"{fam}_{i:03d}.wav"
             sf.write(audio / name, synth_clip(fam, sample_rate, seconds, rng), sample_rate, subtype="PCM_16")
             rows.append((name, fam))
-    labels = root / "labels.csv"
-    with open(labels, "w", newline="") as fh:
+    return audio, write_labels(root / "labels.csv", rows)
+
+
+def write_labels(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """The labels CSV every synthesized corpus writes: ``file,label``, file relative to ``audio/``."""
+    with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "label"])
         w.writerows(rows)
-    return audio, labels
+    return path
 
 
 def make_recording(path: str | Path, families: tuple[str, ...], seconds_each: float = 10.0, repeats: int = 4,

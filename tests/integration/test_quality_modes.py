@@ -54,6 +54,22 @@ def test_idec_trains_a_clustering_layer_inside_the_network(kmeans_run, separated
         assert len(list(csv.DictReader(fh))) == 40
 
 
+def test_the_clustering_head_trains_inside_the_network(kmeans_run, separated):
+    out, base = kmeans_run
+    audio, labels = separated
+    # same run folder: the autoencoder comes from cache; the head (SCAN on consensus neighbours, then self-labeling) is trained
+    m = run(audio, labels, out, epochs=10, cluster="head", pca="auto", standardize=True, whiten=True)
+    assert m["timings"]["train_cached"] and m["clustering"]["method"] == "head"
+    assert m["head"]["heads"] == 5 and m["head"]["dims"] == 8  # 2 k of the 4 k components
+    assert m["scores"]["all"]["nmi"] >= 0.9  # 4 well-separated families
+    with open(out / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    confidence = np.array([float(r["confidence"]) for r in rows])
+    assert len(rows) == 40 and ((confidence > 1 / 4) & (confidence <= 1)).all()
+    page = (out / "report.html").read_text()
+    assert "Least confident clips" in page and min(rows, key=lambda r: float(r["confidence"]))["file"] in page
+
+
 def test_mfcc_stats_baseline_needs_no_network(kmeans_run, separated, tmp_path):
     out, _ = kmeans_run
     audio, labels = separated
@@ -77,6 +93,7 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     assert m["scores"]["all"]["nmi"] >= 0.7  # 20 epochs on 40 clips; chance is about 0.1
     again = run(audio, labels, tmp_path / "d", preset="default", epochs=20)  # auto values reused
     assert again["preprocess"]["processed_chunks"] == 0 and again["scores"] == m["scores"]
+
 
 
 def test_assign_puts_new_clips_into_the_run_clusters(kmeans_run, separated, tmp_path):

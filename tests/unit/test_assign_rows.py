@@ -25,9 +25,10 @@ def test_batches_arriving_out_of_order_are_written_in_listing_order_and_a_failed
     w.close()
     got = list(csv.DictReader(open(out)))
     assert [r["file"] for r in got] == [f"f{i:03d}.wav" for i in (*range(8), 12, 13)]
-    assert got[5] == {"file": "f005.wav", "start": "0.0", "end": "", "cluster": "-1", "farther_than": "", "reason": "empty file"}
+    assert got[5] == {"file": "f005.wav", "start": "0.0", "end": "", "cluster": "-1", "confidence": "", "farther_than": "",
+                      "reason": "empty file"}
     assert got[4]["farther_than"] == "0.5"
-    assert open(out).readline().strip() == "file,start,end,cluster,farther_than,reason"
+    assert open(out).readline().strip() == "file,start,end,cluster,confidence,farther_than,reason"
 
 
 def test_the_listing_is_cut_into_consecutive_batches_with_their_start(tmp_path):
