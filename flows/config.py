@@ -111,6 +111,10 @@ class Config(BaseModel):
             raise ValueError("features.pca must be >= 0")
         if self.audio.image == "picture" and (self.audio.channels != 3 or self.features.source == "mfcc-stats"):
             raise ValueError("audio.image 'picture' is a 3-channel colour image (audio.channels = 3), and the mfcc-stats baseline needs 'features'")
+        if self.training.freq_shift != 0 and self.model.objective != "contrastive":
+            raise ValueError("training.freq_shift moves the contrastive objective's views: it needs model.objective 'contrastive'")
+        if self.training.freq_shift != "auto" and self.training.freq_shift < 0:
+            raise ValueError("training.freq_shift must be >= 0 or 'auto'")
         if not 0 < self.training.crop <= 1:
             raise ValueError("training.crop must be in (0, 1]")
         return self
@@ -141,7 +145,8 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
         "channels": 1,
     },
     "model": {"objective": "contrastive", "input_norm": "clip", "filters": [16, 32, 64]},  # clip: speaker, microphone and room drop out
-    "training": {"crop": 0.8, "epochs": "auto", "batch_size": 64, "learning_rate": 1e-3},
+    # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently
+    "training": {"crop": 0.8, "epochs": "auto", "batch_size": 64, "learning_rate": 1e-3, "freq_shift": "auto"},
     "features": {"block_pool": "concat", "standardize": True, "pca": "auto", "whiten": True},
     "clustering": {"method": "consensus", "dec_batch_size": 256},  # consensus: esc10 0.614 -> 0.664, fsdd 0.386 -> 0.545 NMI over one K-Means
     "runtime": {"clips_per_chunk": 256},  # 1-4 MB chunks; fewer, larger tasks (docs/performance.md)

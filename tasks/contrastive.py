@@ -93,8 +93,9 @@ def crop_width(frames: int, crop: float) -> int:
     return int(min(frames, max(8, round(frames * crop / 8) * 8)))
 
 
-def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
-    """One random view of each standardized image in ``batch`` (n, H, T, C); ``pool`` supplies mix-ins."""
+def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator, shift: int = 0) -> np.ndarray:
+    """One random view of each standardized image in ``batch`` (n, H, T, C); ``pool`` supplies mix-ins;
+    ``shift`` > 0: each view also moved up or down by up to that many bands (a pitch change)."""
     n, h, t, c = batch.shape
     out = np.empty((n, h, width, c), np.float32)
     tilt = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
@@ -109,8 +110,35 @@ def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Gene
         t0 = rng.integers(0, max(1, width - width // 8))
         v[:, t0 : t0 + rng.integers(0, width // 8 + 1)] = 0  # time mask, up to 1/8 of the view
         v += rng.normal(0, 0.3) * tilt + rng.normal(0, 0.2, v.shape).astype(np.float32)  # tilt + noise
+        if shift and (b := int(rng.integers(-shift, shift + 1))):  # the same sound at another pitch
+            v = np.roll(v, b, axis=0)
+            if b > 0:  # the bands rolled in from the other edge are blanked
+                v[:b] = 0
+            else:
+                v[b:] = 0
         out[j] = v
     return out
+
+
+SHIFTS = (0, 4)  # freq_shift "auto": a network without, and one with, views moved by up to 4 of the 64 bands
+
+
+def pooled_codes(trunk, xs: np.ndarray, slice_: int = 2048) -> np.ndarray:
+    """The encoder's codes (global average ++ max pool of the trunk) of standardized images ``xs``, a slice at a time."""
+    out = []
+    for i in range(0, len(xs), slice_):
+        fmap = trunk.predict(xs[i : i + slice_], batch_size=256, verbose=0)
+        out.append(np.concatenate([fmap.mean((1, 2)), fmap.max((1, 2))], 1))
+    return np.concatenate(out)
+
+
+def agreement_over_k(codes: np.ndarray, seed: int, ks=(5, 10, 20)) -> float:
+    """How consistently codes cluster, whatever k: :func:`tasks.cluster.consensus_agreement` averaged over
+    ``ks`` (those that leave at least 3 clips per cluster)."""
+    from tasks.cluster import consensus_agreement
+
+    ks = [k for k in ks if k <= len(codes) // 3] or [2]
+    return float(np.mean([consensus_agreement(codes, k, seed) for k in ks]))
 
 
 def auto_epochs(n_clips: int) -> int:
@@ -130,7 +158,7 @@ def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     return BlockStream(store, ok, shuffle=False).read_all()
 
 
-def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int):
+def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, shift: int = 0):
     """Two augmented views of each clip of a minibatch, for ``fit`` (:class:`tasks.fit.StepData`):
     the clips of epoch ``e`` in an order drawn from ``(seed, e)``, a batch's views from ``(seed, e, step)``."""
     from tasks.fit import step_data_class
@@ -144,7 +172,7 @@ def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int):
                 self._order = (epoch, np.random.default_rng((seed, epoch)).permutation(len(xs)))
             clips = xs[self._order[1][step * batch_size : (step + 1) * batch_size]]
             rng = np.random.default_rng((seed, epoch, step))
-            return (augment(clips, xs, width, rng), augment(clips, xs, width, rng)), np.zeros(len(clips), np.float32)
+            return (augment(clips, xs, width, rng, shift), augment(clips, xs, width, rng, shift)), np.zeros(len(clips), np.float32)
 
     return ContrastiveViews()
 
@@ -211,24 +239,35 @@ def train_contrastive(
     width = crop_width(t, train.crop)
     bs = min(train.batch_size, n)
 
-    trunk = build_trunk(h, c, tuple(filters))
-    model = two_view_model(trunk, h, width, c)
-    model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
-    log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs, on {device}")
-    checkpoint = Checkpoint(out / "checkpoint", checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train))
-
-    def epoch_end(epoch, logs):
-        if epoch % 10 == 9 or epoch + 1 == epochs:
-            log(f"epoch {epoch + 1}/{epochs}: loss {logs['loss']:.4f}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, logs["loss"])
-
+    shifts = SHIFTS if train.freq_shift == "auto" else (int(train.freq_shift),)
+    log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs"
+        f"{f', one network per pitch shift {shifts}' if len(shifts) > 1 else ''}, on {device}")
     t0 = time.perf_counter()
-    result = fit(model, contrastive_views(xs, bs, width, train.seed), epochs, checkpoint, log,
-                 callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
+    candidates = []
+    for shift in shifts:
+        keras.utils.set_random_seed(train.seed)  # every candidate starts from the same weights: only the views differ
+        trunk = build_trunk(h, c, tuple(filters))
+        model = two_view_model(trunk, h, width, c)
+        model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
+        folder = out / ("checkpoint" if len(shifts) == 1 else f"checkpoint-shift{shift}")
+        checkpoint = Checkpoint(folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train, shift))
+
+        def epoch_end(epoch, logs, shift=shift):
+            if epoch % 10 == 9 or epoch + 1 == epochs:
+                log(f"epoch {epoch + 1}/{epochs}{f' (shift {shift})' if len(shifts) > 1 else ''}: loss {logs['loss']:.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, logs["loss"])
+
+        result = fit(model, contrastive_views(xs, bs, width, train.seed, shift), epochs, checkpoint, log,
+                     callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
+        candidates.append({"freq_shift": shift, "trunk": trunk, "checkpoint": checkpoint, **result})
+    if len(candidates) > 1:  # keep the network whose codes K-Means runs cluster most consistently
+        for cand in candidates:
+            cand["agreement"] = agreement_over_k(pooled_codes(cand["trunk"], xs), train.seed)
+        log("pitch shift: " + ", ".join(f"{cand['freq_shift']} bands -> consensus agreement {cand['agreement']:.3f}" for cand in candidates))
+    kept = max(candidates, key=lambda cand: cand.get("agreement", 0.0))
     seconds = time.perf_counter() - t0
-    history = result["history"]
-    first = result["resumed_from_epoch"]
+    trunk, history, first = kept["trunk"], kept["history"], kept["resumed_from_epoch"]
 
     encoder = build_encoder((h, t, c), trunk, stats)
     encoder.save(out / "encoder.keras")
@@ -246,8 +285,12 @@ def train_contrastive(
         "blocks": n,
         "filters": list(filters),
         "input_norm": input_norm,
+        "freq_shift": kept["freq_shift"],
+        "candidates": [{k: cand[k] for k in ("freq_shift", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
+                       for cand in candidates] if len(candidates) > 1 else None,
         "train": {**train.model_dump(mode="json"), "epochs": epochs},  # the epochs run, where the setting said "auto"
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))
-    checkpoint.clear()  # finished: a new run starts fresh
+    for cand in candidates:
+        cand["checkpoint"].clear()  # finished: a new run starts fresh
     return summary

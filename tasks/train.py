@@ -42,6 +42,9 @@ class TrainingSettings(BaseModel):
     mixed_precision: bool = False  # float16 compute, only when a GPU is used
     temperature: float = 0.1  # contrastive objective: NT-Xent temperature
     crop: float = 0.6  # contrastive objective: fraction of frames per augmented view
+    # contrastive objective: views moved by up to this many Mel bands (pitch invariance); "auto": one network
+    # without, one with, keeping the one whose codes cluster more consistently (tasks/contrastive.py)
+    freq_shift: int | Literal["auto"] = 0
     max_clips: int = 20000  # contrastive objective: train on a seeded sample of at most this many clips
 
 

@@ -233,3 +233,47 @@ def test_a_collapsed_code_is_reported_with_its_cause_not_scored(tiny_store, tmp_
     metrics = cluster_and_report(url, str(tmp_path / "run"), FeatureSettings(), ClusteringSettings(k=3), log=lambda m: None)
     assert metrics["degenerate"].startswith("collapsed code: the clip features are all zeros")
     assert metrics["scores"] == {} and json.loads((tmp_path / "run" / "metrics.json").read_text())["degenerate"]
+
+
+def test_a_pitch_shifted_view_moves_the_bands_and_blanks_the_edge():
+    from tasks.contrastive import augment
+
+    x = np.zeros((1, 16, 8, 1), np.float32)
+    x[0, 5] = 10.0  # one loud band
+    pool = np.zeros_like(x)
+    moved = set()
+    for seed in range(40):
+        v = augment(x, pool, 8, np.random.default_rng(seed), shift=3)[0, :, :, 0]
+        band = int(np.argmax(v.mean(1)))  # the loud band survives the masks, noise and tilt in most views
+        if v[band].mean() > 5:
+            moved.add(band - 5)
+    assert moved <= set(range(-3, 4)) and len(moved) >= 4  # up and down by up to 3 bands
+    plain = [augment(x, pool, 8, np.random.default_rng(s))[0, :, :, 0] for s in range(5)]
+    assert all(int(np.argmax(v.mean(1))) == 5 for v in plain if v[5].mean() > 5)  # shift 0: never moved
+
+
+def test_consensus_agreement_is_high_for_separated_clusters_and_low_for_noise():
+    from tasks.cluster import consensus_agreement
+
+    rng = np.random.default_rng(0)
+    blobs = np.repeat(rng.normal(0, 8, (4, 10)), 30, axis=0) + rng.normal(0, 1, (120, 10))
+    noise = rng.normal(0, 1, (120, 10))
+    assert consensus_agreement(blobs, 4) > 0.95
+    assert consensus_agreement(noise, 4) < consensus_agreement(blobs, 4) - 0.2
+
+
+def test_freq_shift_auto_trains_a_network_per_shift_and_keeps_the_most_consistent(tiny_store, tmp_path):
+    from tasks.contrastive import SHIFTS, train_contrastive
+
+    logs = []
+    summary = train_contrastive(tiny_store, str(tmp_path / "run"), (4, 8), TrainingSettings(epochs=2, batch_size=8, seed=1, freq_shift="auto"),
+                                logs.append, "clip")
+    cands = summary["candidates"]
+    assert [c["freq_shift"] for c in cands] == list(SHIFTS) and all(0 <= c["agreement"] <= 1 for c in cands)
+    assert summary["freq_shift"] == max(cands, key=lambda c: c["agreement"])["freq_shift"]
+    assert any("consensus agreement" in m for m in logs)
+    assert not any((tmp_path / "run").glob("checkpoint*"))  # finished: every candidate's checkpoint is gone
+    # the candidate without a shift is the network freq_shift = 0 trains: same seed, same start
+    plain = train_contrastive(tiny_store, str(tmp_path / "plain"), (4, 8), TrainingSettings(epochs=2, batch_size=8, seed=1), lambda m: None, "clip")
+    assert plain["candidates"] is None and plain["freq_shift"] == 0
+    assert cands[0]["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-3)
