@@ -23,8 +23,9 @@ key (:data:`FLAT`).
                 EarlyStopping(0.009, 15), 200 epochs, K-Means into 20 clusters. Hours on a CPU.
 * ``default`` - our best (measured in ``bench/quality.py``): silence trimmed, the clip stretched
                 to a 64-band log-Mel image of up to 128 frames, one block per clip, each clip's
-                band means removed; a small CNN trained contrastively (SimCLR) on the corpus;
-                standardized, PCA-whitened codes -> a consensus of 100 K-Means runs.
+                band means removed; a small CNN trained contrastively (SimCLR) on the corpus, twice
+                (views as they are, and moved in pitch), keeping the network whose codes cluster
+                more consistently; standardized, PCA-whitened codes -> a consensus of 100 K-Means runs.
 * ``fast``    - a small geometry and few epochs, for tests.
 """
 

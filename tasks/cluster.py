@@ -161,6 +161,7 @@ class Clusterer:
         self.distance_quantiles_ = None  # of the fitted clips' distances to their centroids (see farther_than)
         self.variance_ = None  # of the fitted clips around their centroids, per dimension (see predict_proba)
         self.head_ = None  # method "head": the kept head's weights [W1, b1, W2, b2] (tasks/head.py)
+        self.head_summary = None  # method "head": how its training went (metrics.json "head"); not saved
 
     # -- the feature transform ----------------------------------------------------------
     def fit_transform(self, x: np.ndarray) -> np.ndarray:

@@ -98,7 +98,7 @@ def cluster_and_report(
         "features": features.model_dump(mode="json"),
         "clustering": clustering.model_dump(mode="json"),
         "dec": dec,
-        "head": getattr(clusterer, "head_summary", None),
+        "head": clusterer.head_summary,
         "confidence": {"mean": round(float(confidence.mean()), 4), "median": round(float(np.median(confidence)), 4)},
         "audio": store.attrs.get("audio"),
         "geometry": store.attrs.get("geometry"),
