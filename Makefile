@@ -30,7 +30,7 @@ bench-train-encode: $(STAMP)   ## training and encoding cost on ../shared/data/e
 	$(BIN)/python -m bench.train_encode
 
 .PHONY: bench-quality
-bench-quality: $(STAMP)   ## clustering quality on ../shared/data esc10 and fsdd: baseline, seed, default, DEC (about 1 h)
+bench-quality: $(STAMP)   ## clustering quality on esc10, fsdd and three synthesized kinds of audio: baseline, seed, K-Means, default, DEC, head (about 2 h)
 	$(BIN)/python -m bench.quality
 
 .PHONY: bench-preprocess
