@@ -202,7 +202,7 @@ class Clusterer:
                 from tasks.head import train_head
 
                 self.head_, self.head_summary = train_head(sample, together, spec, Path(work_dir or ".") / "head_checkpoint", log)
-                labels = self.predict_proba(x).argmax(1)
+                labels = self._assign(z)
                 # a head cluster's centre is the mean of its clips (a cluster the head left empty keeps the consensus's)
                 self.centroids_ = np.stack([z[labels == c].mean(0) if (labels == c).any() else self.centroids_[c] for c in range(spec.k)])
                 return labels
@@ -215,7 +215,9 @@ class Clusterer:
         for centroid methods, the posterior of a mixture of equal spherical Gaussians at the centroids, their
         variance that of the fitted clips around their centroids (:meth:`remember_spread`); without it
         (IDEC), the Student's-t soft assignment DEC trains, ``(1 + d^2)^-1`` normalized."""
-        z = self.transform(x)
+        return self._proba(self.transform(x))
+
+    def _proba(self, z: np.ndarray) -> np.ndarray:
         if self.head_ is not None:
             from tasks.head import probabilities
 
@@ -231,9 +233,10 @@ class Clusterer:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The head's argmax, else the nearest centroid in the fitted feature space (for IDEC: the refined centroids)."""
-        if self.head_ is not None:
-            return self.predict_proba(x).argmax(1)
-        return self._nearest(self.transform(x))
+        return self._assign(self.transform(x))
+
+    def _assign(self, z: np.ndarray) -> np.ndarray:
+        return self._proba(z).argmax(1) if self.head_ is not None else self._nearest(z)
 
     def _nearest(self, z: np.ndarray) -> np.ndarray:
         return self._nearest_and_distance(z)[0]
@@ -250,7 +253,7 @@ class Clusterer:
         """Keep the percentiles of the fitted clips' distances to their nearest centroid, so that
         :meth:`farther_than` can rank a new clip's distance among them."""
         z = self.transform(x)
-        distance = np.linalg.norm(z - self.centroids_[self.predict(x)], axis=1)
+        distance = np.linalg.norm(z - self.centroids_[self._assign(z)], axis=1)
         self.distance_quantiles_ = np.quantile(distance, np.linspace(0, 1, 101))
         self.variance_ = np.float64((distance**2).mean() / z.shape[1] + 1e-12)  # per dimension, for predict_proba
 
@@ -264,7 +267,7 @@ class Clusterer:
         """:meth:`predict`, :meth:`farther_than` (a row's distance to its cluster's centre, ranked) and the
         confidence (the largest of :meth:`predict_proba`)."""
         z = self.transform(x)
-        proba = self.predict_proba(x)
+        proba = self._proba(z)
         near = proba.argmax(1) if self.head_ is not None else self._nearest(z)
         dist = np.linalg.norm(z - self.centroids_[near], axis=1)
         far = None

@@ -124,12 +124,12 @@ SHIFTS = (0, 4)  # freq_shift "auto": a network without, and one with, views mov
 
 
 def pooled_codes(trunk, xs: np.ndarray, slice_: int = 2048) -> np.ndarray:
-    """The encoder's codes (global average ++ max pool of the trunk) of standardized images ``xs``, a slice at a time."""
-    out = []
-    for i in range(0, len(xs), slice_):
-        fmap = trunk.predict(xs[i : i + slice_], batch_size=256, verbose=0)
-        out.append(np.concatenate([fmap.mean((1, 2)), fmap.max((1, 2))], 1))
-    return np.concatenate(out)
+    """The encoder's codes of standardized images ``xs`` (the encoder after its input normalization), a slice at a time."""
+    import keras
+
+    inp = keras.Input(trunk.input_shape[1:])
+    codes = keras.Model(inp, _pooled(trunk, inp))
+    return np.concatenate([codes.predict(xs[i : i + slice_], batch_size=256, verbose=0) for i in range(0, len(xs), slice_)])
 
 
 def agreement_over_k(codes: np.ndarray, seed: int, ks=(5, 10, 20)) -> float:
