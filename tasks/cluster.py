@@ -249,13 +249,15 @@ class Clusterer:
         return near.astype(np.int64), dist.astype(np.float32)
 
     # -- how typical a clip is ------------------------------------------------------------------
-    def remember_spread(self, x: np.ndarray) -> None:
+    def remember_spread(self, x: np.ndarray) -> np.ndarray:
         """Keep the percentiles of the fitted clips' distances to their nearest centroid, so that
-        :meth:`farther_than` can rank a new clip's distance among them."""
+        :meth:`farther_than` can rank a new clip's distance among them; return :meth:`predict_proba`
+        of ``x`` (with the spread just kept), from the same transformed rows."""
         z = self.transform(x)
         distance = np.linalg.norm(z - self.centroids_[self._assign(z)], axis=1)
         self.distance_quantiles_ = np.quantile(distance, np.linspace(0, 1, 101))
         self.variance_ = np.float64((distance**2).mean() / z.shape[1] + 1e-12)  # per dimension, for predict_proba
+        return self._proba(z)
 
     def farther_than(self, x: np.ndarray) -> np.ndarray | None:
         """Per row: the share of the fitted clips that lie closer to their centroid than this row lies to
@@ -352,7 +354,8 @@ def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_
 def consensus_agreement(x: np.ndarray, k: int, seed: int = 0, runs: int = 50, sample: int = 2000) -> float:
     """How consistently K-Means runs cluster the rows of ``x`` into ``k``, in [0, 1]: over (a sample of) the
     rows, the mean share of runs that put a row with each other row of its consensus cluster. ``x`` is
-    standardized and whitened to ``4 k`` components, as the ``default`` preset clusters it."""
+    standardized and whitened to ``4 k`` components, as the ``default`` preset clusters it, whatever the run's
+    ``[features]``: the network a training keeps (and its cache) must not depend on the clustering settings."""
     rows = np.random.default_rng(seed).permutation(len(x))[:sample]
     spec = ClusteringSettings(method="consensus", k=k, consensus_runs=runs, seed=seed)
     z = Clusterer(FeatureSettings(standardize=True, pca="auto", whiten=True), spec).fit_transform(np.asarray(x)[rows])

@@ -187,8 +187,8 @@ def train_head(z: np.ndarray, together: np.ndarray, spec, folder: str | Path, lo
                "neighbour_agreement": float((p.argmax(1)[:, None] == p.argmax(1)[partners]).mean()),
                "confident_before_self_label": round(before, 4),
                "confident": round(float((p.max(1) > spec.head_threshold).mean()), 4)}
-    log(f"clustering head: kept head {kept} of {heads} (SCAN loss {losses[kept]:.3f}); "
-        f"{summary['confident']:.0%} of clips above {spec.head_threshold} after self-labeling")
+    log(f"clustering head: kept head {kept} of {heads} (SCAN loss {losses[kept]:.3f}); {summary['confident']:.0%} of clips "
+        f"above {spec.head_threshold}{' after self-labeling' if spec.head_self_label_epochs else ' (no self-labeling)'}")
     for sub in ("scan", "self_label"):
         Checkpoint(folder / sub, mark).clear()
     return weights, summary

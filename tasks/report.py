@@ -65,8 +65,7 @@ def cluster_and_report(
         q, dec = run_idec(store_url, model_dir, clusterer, clustering, log=log)
         pred, confidence = q.argmax(1), q.max(1)
     else:  # (IDEC's clips go through its own encoder: no spread is kept for them)
-        clusterer.remember_spread(x)
-        confidence = clusterer.predict_proba(x).max(1)
+        confidence = clusterer.remember_spread(x).max(1)
     clusterer.save(out / "clusterer.npz")
 
     with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
@@ -169,7 +168,9 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     clusterer = Clusterer.load(out / "clusterer.npz")
     raw = clip_feature_matrix(store, clusterer.features, codes)
     features = clusterer.transform(raw)
-    clusters = np.array([c for _, c in read_predictions(out / "predictions.csv")])  # in store order, one row per item
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    clusters = np.array([int(r["cluster"]) for r in rows])  # in store order, one row per item
     figures = [out / "loss.png"] if (out / "loss.png").is_file() else []
     xy = embed_2d(features)
     figures.append(embedding(features, clusters, out / "embedding.png", xy))
@@ -204,7 +205,7 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
          f"<p><b>No usable clustering</b>: {_html.escape(metrics['degenerate'])}</p>" if metrics.get("degenerate") else "<p>No labels: no scores.</p>"),
         ("Listen: the clusters and a map of every clip", listen),
         ("Least confident clips", "<p>The clips whose cluster is least certain (confidence: the probability of "
-                                  "their cluster, in predictions.csv): the first to listen to.</p>" + html_table(least_confident(out / "predictions.csv"))),
+                                  "their cluster, in predictions.csv): the first to listen to.</p>" + html_table(least_confident(rows))),
         ("Cluster sizes", html_table([{"cluster": i, "clips": n} for i, n in enumerate(metrics.get("cluster_sizes", []))])),
         ("Rejected files", html_table([{"file": f, "reason": r} for f, r in store.rejects() + store.partly_read()])),
         ("Stage times (seconds)", html_table([timings]) if timings else "<p>none recorded</p>"),
@@ -222,11 +223,9 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     return html_report(f"audioclust run: {out.resolve().name}", sections, figures, out / "report.html", captions)
 
 
-def least_confident(predictions: Path, n: int = 10) -> list[dict]:
+def least_confident(rows: list[dict], n: int = 10) -> list[dict]:
     """The ``n`` rows of ``predictions.csv`` with the lowest confidence (none for a run that recorded none)."""
-    with open(predictions, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("confidence")]
-    return sorted(rows, key=lambda r: float(r["confidence"]))[:n]
+    return sorted((r for r in rows if r.get("confidence")), key=lambda r: float(r["confidence"]))[:n]
 
 
 def k_picked(metrics: dict) -> str:
