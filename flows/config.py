@@ -114,6 +114,8 @@ class Config(BaseModel):
             raise ValueError("audio.image 'picture' is a 3-channel colour image (audio.channels = 3), and the mfcc-stats baseline needs 'features'")
         if self.training.freq_shift != 0 and self.model.objective != "contrastive":
             raise ValueError("training.freq_shift moves the contrastive objective's views: it needs model.objective 'contrastive'")
+        if self.training.mix != "add" and self.model.objective != "contrastive":
+            raise ValueError("training.mix is how the contrastive objective's views mix in another clip: it needs model.objective 'contrastive'")
         if self.training.freq_shift != "auto" and self.training.freq_shift < 0:
             raise ValueError("training.freq_shift must be >= 0 or 'auto'")
         if not 0 < self.training.crop <= 1:
@@ -146,7 +148,7 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
         "channels": 1,
     },
     "model": {"objective": "contrastive", "input_norm": "clip", "filters": [16, 32, 64]},  # clip: speaker, microphone and room drop out
-    # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently
+    # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently;
     # temperature 0.2: fsdd +0.06 NMI over 0.1 (3 seeds), the other kinds of audio within their seed spread (docs/research/head_and_shift.md)
     "training": {"crop": 0.8, "epochs": "auto", "batch_size": 64, "learning_rate": 1e-3, "freq_shift": "auto", "temperature": 0.2},
     "features": {"block_pool": "concat", "standardize": True, "pca": "auto", "whiten": True},

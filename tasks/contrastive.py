@@ -20,6 +20,10 @@ Training adds a projection head (Dense 256 -> ReLU -> Dense 128) and minimises N
 ``crop`` of the frames, sometimes mixed with another clip, with a frequency mask, a time
 mask, a random spectral tilt and Gaussian noise. Everything trains from the corpus; no
 outside weights.
+
+What a view may change depends on the kind of audio (a pitch shift keeps an instrument but moves a
+digit's formants), so ``"auto"`` view settings are decided from the corpus: one network per
+candidate of :func:`view_recipes`, keeping the one whose codes cluster most consistently.
 """
 
 from __future__ import annotations
@@ -93,9 +97,11 @@ def crop_width(frames: int, crop: float) -> int:
     return int(min(frames, max(8, round(frames * crop / 8) * 8)))
 
 
-def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator, shift: int = 0) -> np.ndarray:
+def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator, shift: int = 0, mix: str = "add") -> np.ndarray:
     """One random view of each standardized image in ``batch`` (n, H, T, C); ``pool`` supplies mix-ins;
-    ``shift`` > 0: each view also moved up or down by up to that many bands (a pitch change)."""
+    ``shift`` > 0: each view also moved up or down by up to that many bands (a pitch change);
+    ``mix``: another clip's image ``add``-ed at 0.1-0.3 of its level, or its ``power`` added to the
+    view's, as BYOL-A mixes: ``log((1 - l) e^v + l e^w)``, l up to 0.4."""
     n, h, t, c = batch.shape
     out = np.empty((n, h, width, c), np.float32)
     tilt = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
@@ -104,7 +110,12 @@ def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Gene
         v = batch[j, :, s : s + width].copy()  # random crop in time
         if rng.random() < 0.5:  # mix in another clip, quieter
             s2 = rng.integers(0, t - width + 1)
-            v += rng.uniform(0.1, 0.3) * pool[rng.integers(len(pool)), :, s2 : s2 + width]
+            weight = rng.uniform(0.1, 0.3) if mix == "add" else rng.uniform(0.0, 0.4)
+            other = pool[rng.integers(len(pool)), :, s2 : s2 + width]
+            if mix == "power":  # a sound under the view, as in a real mixture, rather than an image on top
+                v = np.logaddexp(v + np.log1p(-weight), other + np.log(max(weight, 1e-6))).astype(np.float32)
+            else:
+                v += weight * other
         f0 = rng.integers(0, max(1, h - 8))
         v[f0 : f0 + rng.integers(0, 9)] = 0  # frequency mask, up to 8 bands
         t0 = rng.integers(0, max(1, width - width // 8))
@@ -120,7 +131,19 @@ def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Gene
     return out
 
 
-SHIFTS = (0, 4)  # freq_shift "auto": a network without, and one with, views moved by up to 4 of the 64 bands
+AUTO_SHIFT = 4  # freq_shift "auto": the candidate whose views move by up to 4 of the 64 bands
+
+
+def view_recipes(train) -> list[dict]:
+    """The view settings a training tries: the base (an ``"auto"`` setting at its plain value: no shift), then
+    per ``"auto"`` setting one candidate that differs from the base in that setting only (one more training
+    per ``"auto"`` setting, not one per combination)."""
+    base = {"freq_shift": 0 if train.freq_shift == "auto" else int(train.freq_shift), "mix": train.mix}
+    return [base] + ([{**base, "freq_shift": AUTO_SHIFT}] if train.freq_shift == "auto" else [])
+
+
+def recipe_name(recipe: dict) -> str:
+    return f"shift {recipe['freq_shift']}, {recipe['mix']} mixing"
 
 
 def pooled_codes(trunk, xs: np.ndarray, slice_: int = 2048) -> np.ndarray:
@@ -158,7 +181,7 @@ def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     return BlockStream(store, ok, shuffle=False).read_all()
 
 
-def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, shift: int = 0):
+def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, shift: int = 0, mix: str = "add"):
     """Two augmented views of each clip of a minibatch, for ``fit`` (:class:`tasks.fit.StepData`):
     the clips of epoch ``e`` in an order drawn from ``(seed, e)``, a batch's views from ``(seed, e, step)``."""
     from tasks.fit import step_data_class
@@ -172,7 +195,8 @@ def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, sh
                 self._order = (epoch, np.random.default_rng((seed, epoch)).permutation(len(xs)))
             clips = xs[self._order[1][step * batch_size : (step + 1) * batch_size]]
             rng = np.random.default_rng((seed, epoch, step))
-            return (augment(clips, xs, width, rng, shift), augment(clips, xs, width, rng, shift)), np.zeros(len(clips), np.float32)
+            views = augment(clips, xs, width, rng, shift, mix), augment(clips, xs, width, rng, shift, mix)
+            return views, np.zeros(len(clips), np.float32)
 
     return ContrastiveViews()
 
@@ -239,33 +263,36 @@ def train_contrastive(
     width = crop_width(t, train.crop)
     bs = min(train.batch_size, n)
 
-    shifts = SHIFTS if train.freq_shift == "auto" else (int(train.freq_shift),)
+    recipes = view_recipes(train)
+    several = len(recipes) > 1
     log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs"
-        f"{f', one network per pitch shift {shifts}' if len(shifts) > 1 else ''}, on {device}")
+        f"{', one network per view recipe (' + '; '.join(map(recipe_name, recipes)) + ')' if several else ''}, on {device}")
     t0 = time.perf_counter()
     candidates = []
-    for shift in shifts:
+    for i, recipe in enumerate(recipes):
         keras.utils.set_random_seed(train.seed)  # every candidate starts from the same weights: only the views differ
         trunk = build_trunk(h, c, tuple(filters))
         model = two_view_model(trunk, h, width, c)
         model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
-        folder = out / ("checkpoint" if len(shifts) == 1 else f"checkpoint-shift{shift}")
-        checkpoint = Checkpoint(folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train, shift))
+        folder = out / (f"checkpoint-{i}" if several else "checkpoint")
+        checkpoint = Checkpoint(folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train, recipe))
 
-        def epoch_end(epoch, logs, shift=shift):
+        def epoch_end(epoch, logs, recipe=recipe):
             if epoch % 10 == 9 or epoch + 1 == epochs:
-                log(f"epoch {epoch + 1}/{epochs}{f' (shift {shift})' if len(shifts) > 1 else ''}: loss {logs['loss']:.4f}")
+                log(f"epoch {epoch + 1}/{epochs}{f' ({recipe_name(recipe)})' if several else ''}: loss {logs['loss']:.4f}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs["loss"])
 
-        result = fit(model, contrastive_views(xs, bs, width, train.seed, shift), epochs, checkpoint, log,
-                     callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
-        candidates.append({"freq_shift": shift, "trunk": trunk, "checkpoint": checkpoint, **result})
-    if len(candidates) > 1:  # keep the network whose codes K-Means runs cluster most consistently
+        views = contrastive_views(xs, bs, width, train.seed, recipe["freq_shift"], recipe["mix"])
+        result = fit(model, views, epochs, checkpoint, log, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
+        candidates.append({**recipe, "trunk": trunk, "checkpoint": checkpoint, **result})
+    if several:  # keep the network whose codes K-Means runs cluster most consistently
         for cand in candidates:
             cand["agreement"] = agreement_over_k(pooled_codes(cand["trunk"], xs), train.seed)
-        log("pitch shift: " + ", ".join(f"{cand['freq_shift']} bands -> consensus agreement {cand['agreement']:.3f}" for cand in candidates))
+        log("view recipes: " + "; ".join(f"{recipe_name(cand)} -> consensus agreement {cand['agreement']:.3f}" for cand in candidates))
     kept = max(candidates, key=lambda cand: cand.get("agreement", 0.0))
+    if several:
+        log(f"kept the network of {recipe_name(kept)}")
     seconds = time.perf_counter() - t0
     trunk, history, first = kept["trunk"], kept["history"], kept["resumed_from_epoch"]
 
@@ -286,8 +313,9 @@ def train_contrastive(
         "filters": list(filters),
         "input_norm": input_norm,
         "freq_shift": kept["freq_shift"],
-        "candidates": [{k: cand[k] for k in ("freq_shift", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
-                       for cand in candidates] if len(candidates) > 1 else None,
+        "mix": kept["mix"],
+        "candidates": [{k: cand[k] for k in ("freq_shift", "mix", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
+                       for cand in candidates] if several else None,
         "train": {**train.model_dump(mode="json"), "epochs": epochs},  # the epochs run, where the setting said "auto"
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))

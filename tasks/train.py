@@ -45,6 +45,9 @@ class TrainingSettings(BaseModel):
     # contrastive objective: views moved by up to this many Mel bands (pitch invariance); "auto": one network
     # without, one with, keeping the one whose codes cluster more consistently (tasks/contrastive.py)
     freq_shift: int | Literal["auto"] = 0
+    # contrastive objective: how a view mixes in another clip: its log-Mel image added ("add"), or its power
+    # added to the view's ("power", BYOL-A: esc10 +0.04 NMI, fsdd and events worse; docs/research/head_and_shift.md)
+    mix: Literal["add", "power"] = "add"
     max_clips: int = 20000  # contrastive objective: train on a seeded sample of at most this many clips
 
 

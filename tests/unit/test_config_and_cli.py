@@ -23,6 +23,9 @@ def test_presets():
     assert load_config("default", k=10).clustering.consensus_runs == 100
     with pytest.raises(ConfigError, match="sub-spaces of principal components"):
         load_config("default", pca=0)
+    assert (default.training.temperature, default.training.freq_shift, default.training.mix) == (0.2, "auto", "add")
+    with pytest.raises(ConfigError, match="training.mix"):
+        load_config("fast", training={"mix": "power"})  # the autoencoder has no views to mix
 
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):

@@ -262,18 +262,37 @@ def test_consensus_agreement_is_high_for_separated_clusters_and_low_for_noise():
     assert consensus_agreement(noise, 4) < consensus_agreement(blobs, 4) - 0.2
 
 
-def test_freq_shift_auto_trains_a_network_per_shift_and_keeps_the_most_consistent(tiny_store, tmp_path):
-    from tasks.contrastive import SHIFTS, train_contrastive
+def test_freq_shift_auto_trains_a_network_per_recipe_and_keeps_the_most_consistent(tiny_store, tmp_path):
+    from tasks.contrastive import AUTO_SHIFT, train_contrastive
 
     logs = []
-    summary = train_contrastive(tiny_store, str(tmp_path / "run"), (4, 8), TrainingSettings(epochs=2, batch_size=8, seed=1, freq_shift="auto"),
-                                logs.append, "clip")
+    summary = train_contrastive(tiny_store, str(tmp_path / "run"), (4, 8),
+                                TrainingSettings(epochs=2, batch_size=8, seed=1, freq_shift="auto", mix="power"), logs.append, "clip")
     cands = summary["candidates"]
-    assert [c["freq_shift"] for c in cands] == list(SHIFTS) and all(0 <= c["agreement"] <= 1 for c in cands)
-    assert summary["freq_shift"] == max(cands, key=lambda c: c["agreement"])["freq_shift"]
+    # the plain recipe, then one per "auto" setting that differs from it in that setting only
+    assert [(c["freq_shift"], c["mix"]) for c in cands] == [(0, "power"), (AUTO_SHIFT, "power")]
+    assert all(0 <= c["agreement"] <= 1 for c in cands)
+    best = max(cands, key=lambda c: c["agreement"])
+    assert (summary["freq_shift"], summary["mix"]) == (best["freq_shift"], best["mix"])
     assert any("consensus agreement" in m for m in logs)
     assert not any((tmp_path / "run").glob("checkpoint*"))  # finished: every candidate's checkpoint is gone
-    # the candidate without a shift is the network freq_shift = 0 trains: same seed, same start
-    plain = train_contrastive(tiny_store, str(tmp_path / "plain"), (4, 8), TrainingSettings(epochs=2, batch_size=8, seed=1), lambda m: None, "clip")
-    assert plain["candidates"] is None and plain["freq_shift"] == 0
+    # the plain candidate is the network the plain settings train: same seed, same start
+    plain = train_contrastive(tiny_store, str(tmp_path / "plain"), (4, 8), TrainingSettings(epochs=2, batch_size=8, seed=1, mix="power"),
+                              lambda m: None, "clip")
+    assert plain["candidates"] is None and (plain["freq_shift"], plain["mix"]) == (0, "power")
     assert cands[0]["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-3)
+    assert cands[1]["final_loss"] != pytest.approx(plain["final_loss"], rel=1e-3)  # the shifted views differ
+
+
+def test_power_mixing_adds_the_powers_of_the_two_clips():
+    from tasks.contrastive import augment
+
+    x = np.full((1, 16, 8, 1), 2.0, np.float32)
+    for seed in range(20):  # the same random draws in both modes: masks, tilt and noise land alike
+        same = augment(x, x.copy(), 8, np.random.default_rng(seed), mix="power")
+        none = augment(x, np.zeros_like(x), 8, np.random.default_rng(seed), mix="add")  # adding zeros: no mix
+        np.testing.assert_allclose(same, none, atol=1e-5)  # a sound mixed with itself keeps its level
+    loud = x + 10.0  # a clip 10 log units louder: in power it drowns the view, as an image it only adds 0.1-0.3 of itself
+    power = np.mean([augment(x, loud, 8, np.random.default_rng(s), mix="power").mean() for s in range(100)])
+    added = np.mean([augment(x, loud, 8, np.random.default_rng(s), mix="add").mean() for s in range(100)])
+    assert power > added + 1.0  # (about 3.8 against 2.1: half the views mix, masks blank some values)
