@@ -130,7 +130,9 @@ def _preprocess_chunk(store: Store, root: str, start: int, stop: int, spec: Audi
             else:
                 data = None
             blocks[i * bpc : (i + 1) * bpc], durations[i], total = clip_blocks(path, spec, data, float(offsets[i]))
-            ignored[i] = max(0.0, total - spec.duration) if spec.segment is None and np.isfinite(total) else 0.0
+            extra = total - spec.duration if spec.segment is None and np.isfinite(total) else 0.0
+            # less than one image column of audio past the clip (a file a few ms over 5 s) could not add a column: not left out
+            ignored[i] = extra if extra >= spec.hop_length / spec.sample_rate else 0.0
             status[i], reasons[i] = OK, ""
         except Rejected as exc:
             blocks[i * bpc : (i + 1) * bpc] = 0.0
