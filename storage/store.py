@@ -311,7 +311,10 @@ class Store(ManifestMixin):
             return []
         status, paths = self.read("status"), self.read("path")
         ignored, duration = self.read("ignored"), self.read("duration")
-        return [(str(paths[i]), f"partly read: the first {duration[i]:.1f} s of {duration[i] + ignored[i]:.1f} s "
+        # ignored counts from the clip's length (the decoder reads up to a second more, for leading silence to trim)
+        clip = (self.attrs.get("audio") or {}).get("duration")
+        held = np.full(len(duration), clip, np.float32) if isinstance(clip, (int, float)) else duration
+        return [(str(paths[i]), f"partly read: the first {held[i]:.1f} s of {held[i] + ignored[i]:.1f} s "
                  "(--segment clusters every window)") for i in np.flatnonzero((status == OK) & (ignored > 0))]
 
     def ignored(self) -> dict[str, float]:

@@ -69,11 +69,13 @@ def test_a_file_a_few_ms_longer_than_the_clip_is_not_reported_as_partly_read(tmp
     rng = np.random.default_rng(0)
     for name, seconds in (("exact.wav", 2.0), ("over_1ms.wav", 2.001), ("over_half.wav", 2.5)):
         sf.write(audio / name, 0.1 * rng.standard_normal(int(sr * seconds)), sr)
-    spec = AudioSettings(duration=2.0, n_mels=64, n_frames=96, block=32, channels=1)  # one image column: 2 s / 96 = 21 ms
-    url = str(tmp_path / "store.zarr")
-    store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4)
-    store.sync_manifest(scan(audio))
-    assert preprocess_range(url, str(audio), 0, 4, spec)["stored"] == 3
-    store = Store.open(url)
-    assert store.ignored() == {"ignored_files": 1, "ignored_s": 0.5}
-    assert store.partly_read() == [("over_half.wav", "partly read: the first 2.0 s of 2.5 s (--segment clusters every window)")]
+    for trim_db in (0.0, 40.0):  # trimming silence: the decoder reads up to a second more, the clip still holds 2 s
+        spec = AudioSettings(duration=2.0, n_mels=64, n_frames=96, block=32, channels=1, trim_db=trim_db)  # a column: 2 s / 96 = 21 ms
+        url = str(tmp_path / f"store{trim_db}.zarr")
+        store = Store.create(url, Geometry(freq=64, frames=96, block=32, channels=1), clips_per_chunk=4,
+                             attrs={"audio": spec.model_dump(mode="json")})  # as the flow records it
+        store.sync_manifest(scan(audio))
+        assert preprocess_range(url, str(audio), 0, 4, spec)["stored"] == 3
+        store = Store.open(url)
+        assert store.ignored() == {"ignored_files": 1, "ignored_s": 0.5}
+        assert store.partly_read() == [("over_half.wav", "partly read: the first 2.0 s of 2.5 s (--segment clusters every window)")]
