@@ -314,8 +314,8 @@ class Store(ManifestMixin):
         # ignored counts from the clip's length (the decoder reads up to a second more, for leading silence to trim)
         clip = (self.attrs.get("audio") or {}).get("duration")
         held = np.full(len(duration), clip, np.float32) if isinstance(clip, (int, float)) else duration
-        return [(str(paths[i]), f"partly read: the first {held[i]:.1f} s of {held[i] + ignored[i]:.1f} s "
-                 "(--segment clusters every window)") for i in np.flatnonzero((status == OK) & (ignored > 0))]
+        return [(str(paths[i]), f"partly read: the first {held[i]:.1f} s of {held[i] + ignored[i]:.{1 if ignored[i] >= 0.1 else 2}f} s "
+                 "(--segment clusters every window)") for i in np.flatnonzero((status == OK) & (ignored > 0))]  # 5.05, not 5.0 of 5.0
 
     def ignored(self) -> dict[str, float]:
         """How much audio the stored clips left out: files longer than the clip, read up to it."""
