@@ -113,10 +113,15 @@ def cluster_and_report(
     return metrics
 
 
+def prediction_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``predictions.csv`` that :func:`cluster_and_report` wrote, as dicts of its columns."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
 def read_predictions(path: str | Path) -> list[tuple[str, int]]:
     """``(file, cluster)`` rows of a ``predictions.csv`` that :func:`cluster_and_report` wrote."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [(r["file"], int(r["cluster"])) for r in csv.DictReader(fh)]
+    return [(r["file"], int(r["cluster"])) for r in prediction_rows(path)]
 
 
 def metrics_markdown(metrics: dict, extra: dict | None = None) -> str:
@@ -168,8 +173,7 @@ def run_report(store_url: str, out_dir: str | Path, metrics: dict, codes: str = 
     clusterer = Clusterer.load(out / "clusterer.npz")
     raw = clip_feature_matrix(store, clusterer.features, codes)
     features = clusterer.transform(raw)
-    with open(out / "predictions.csv", newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = prediction_rows(out / "predictions.csv")
     clusters = np.array([int(r["cluster"]) for r in rows])  # in store order, one row per item
     figures = [out / "loss.png"] if (out / "loss.png").is_file() else []
     xy = embed_2d(features)
