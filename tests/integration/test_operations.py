@@ -28,7 +28,7 @@ async def _read(url, fn):
 
 
 def _children(parent_id):
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import FlowRunFilter
 
     async def fn(client):
         # the subflow runs whose parent task run belongs to parent_id

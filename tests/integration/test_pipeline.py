@@ -290,12 +290,9 @@ def _last_run_id():
 
 
 def test_a_second_run_is_served_from_cache_and_a_training_change_retrains(pipeline_run, corpus_with_bad_files):
-    import time
-
     out, first = pipeline_run
     audio, labels = corpus_with_bad_files
     config = load_config("fast", k=4, n_workers=2, epochs=10, clips_per_chunk=8, dashboard_address="127.0.0.1:0")
-    t = time.perf_counter()
     second = run_on_dask(pipeline, config, input_dir=str(audio), labels=str(labels), out=str(out))
     states = _task_states(_last_run_id())
     assert states["train-model"] == "Cached" and states["cluster-and-report"] == "Cached"

@@ -124,8 +124,6 @@ def test_local_workers_get_heap_friendly_malloc_settings():
 def test_a_link_that_breaks_is_rejected_and_stored_again_once_restored_and_a_loop_is_listed(tmp_path):
     """A git-annex drop (the link breaks) and get (it points again): rejected, then stored again, not
     kept as rejected by a stale content hash. A symbolic link loop is listed and rejected, not a crash."""
-    import os
-
     from flows.corpus import scan
     from storage import Geometry, Store
     from storage import OK, REJECTED
@@ -162,7 +160,6 @@ def test_a_link_that_breaks_is_rejected_and_stored_again_once_restored_and_a_loo
 
 def test_probing_a_pipe_for_its_duration_does_not_block(tmp_path):
     """The default preset samples durations before preprocessing: a pipe among the files must not hang it."""
-    import os
     import threading
 
     from tasks.audio import probe_duration
