@@ -313,6 +313,19 @@ def warm_up(spec: AudioSettings) -> None:
 PICTURE_SCALE = 255.0  # the values of a picture's pixels: 0..255
 
 
+def band_frequencies(audio: dict) -> np.ndarray:
+    """The centre frequency (Hz) of each image row, from a store's recorded audio settings: the Mel filterbank's
+    centres (as ``librosa.filters.mel`` places them), or the STFT bins (``log``, ``linear``); top row first for pictures."""
+    import librosa
+
+    rate, n = audio["sample_rate"], audio["n_mels"]
+    if audio.get("spectrogram", "mel") == "mel":
+        bands = librosa.mel_frequencies(n + 2, fmin=0.0, fmax=rate / 2)[1:-1]
+    else:
+        bands = np.linspace(0.0, rate / 2, n)
+    return bands[::-1].copy() if audio.get("image") == "picture" else bands
+
+
 def value_scale(audio: dict | None) -> float:
     """The largest value a store's images hold (``audio``: its recorded audio settings): 1, or 255 for pictures."""
     return PICTURE_SCALE if (audio or {}).get("image") == "picture" else 1.0

@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 
 from storage import Store
+from tasks.audio import band_frequencies
 from tasks.caching import checkpoint_fingerprint
 from tasks.fit import Checkpoint, fit
 from tasks.keras_setup import clip_mean_removal_class, configure_keras
@@ -97,11 +98,14 @@ def crop_width(frames: int, crop: float) -> int:
     return int(min(frames, max(8, round(frames * crop / 8) * 8)))
 
 
-def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator, shift: int = 0, mix: str = "add") -> np.ndarray:
+def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Generator, shift: int = 0, mix: str = "add",
+            warp: float = 0.0, bands: np.ndarray | None = None) -> np.ndarray:
     """One random view of each standardized image in ``batch`` (n, H, T, C); ``pool`` supplies mix-ins;
     ``shift`` > 0: each view also moved up or down by up to that many bands (a pitch change);
     ``mix``: another clip's image ``add``-ed at 0.1-0.3 of its level, or its ``power`` added to the
-    view's, as BYOL-A mixes: ``log((1 - l) e^v + l e^w)``, l up to 0.4."""
+    view's, as BYOL-A mixes: ``log((1 - l) e^v + l e^w)``, l up to 0.4;
+    ``warp`` > 0: each view's frequencies also scaled by ``2**u``, ``|u| <= warp`` octaves (:func:`warp_bands`;
+    ``bands``: the rows' centre frequencies)."""
     n, h, t, c = batch.shape
     out = np.empty((n, h, width, c), np.float32)
     tilt = np.linspace(-1, 1, h, dtype=np.float32)[:, None, None]
@@ -127,8 +131,26 @@ def augment(batch: np.ndarray, pool: np.ndarray, width: int, rng: np.random.Gene
                 v[:b] = 0
             else:
                 v[b:] = 0
+        if warp:  # the same sound from a larger or smaller source: a longer throat, a bigger dog
+            v = warp_bands(v, bands, 2.0 ** rng.uniform(-warp, warp))
         out[j] = v
     return out
+
+
+def warp_bands(view: np.ndarray, bands: np.ndarray, ratio: float) -> np.ndarray:
+    """``view`` (H, T, C) with every frequency multiplied by ``ratio`` (vocal tract length perturbation, Jaitly and
+    Hinton 2013): each row reads the view at its own frequency / ``ratio`` (``bands``: the rows' centre frequencies,
+    Hz), between rows linearly; rows that would read beyond the lowest or highest band are blanked."""
+    idx = np.arange(len(bands), dtype=np.float64)
+    xp, fp = (bands, idx) if bands[-1] > bands[0] else (bands[::-1], idx[::-1])  # pictures have the top row first
+    pos = np.interp(bands / ratio, xp, fp, left=np.nan, right=np.nan)
+    inside = ~np.isnan(pos)
+    pos = np.where(inside, pos, 0.0)
+    i0 = np.minimum(np.floor(pos).astype(int), len(bands) - 2)
+    w = (pos - i0)[:, None, None]
+    out = view[i0] * (1 - w) + view[i0 + 1] * w
+    out[~inside] = 0
+    return out.astype(np.float32)
 
 
 AUTO_SHIFT = 4  # freq_shift "auto": the candidate whose views move by up to 4 of the 64 bands
@@ -138,12 +160,12 @@ def view_recipes(train) -> list[dict]:
     """The view settings a training tries: the base (an ``"auto"`` setting at its plain value: no shift), then
     per ``"auto"`` setting one candidate that differs from the base in that setting only (one more training
     per ``"auto"`` setting, not one per combination)."""
-    base = {"freq_shift": 0 if train.freq_shift == "auto" else int(train.freq_shift), "mix": train.mix}
+    base = {"freq_shift": 0 if train.freq_shift == "auto" else int(train.freq_shift), "mix": train.mix, "freq_warp": float(train.freq_warp)}
     return [base] + ([{**base, "freq_shift": AUTO_SHIFT}] if train.freq_shift == "auto" else [])
 
 
 def recipe_name(recipe: dict) -> str:
-    return f"shift {recipe['freq_shift']}, {recipe['mix']} mixing"
+    return f"shift {recipe['freq_shift']}, {recipe['mix']} mixing" + (f", warp {recipe['freq_warp']:g} oct" if recipe["freq_warp"] else "")
 
 
 def pooled_codes(trunk, xs: np.ndarray, slice_: int = 2048) -> np.ndarray:
@@ -181,9 +203,11 @@ def load_training_blocks(store: Store, max_clips: int, seed: int) -> np.ndarray:
     return BlockStream(store, ok, shuffle=False).read_all()
 
 
-def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, shift: int = 0, mix: str = "add"):
-    """Two augmented views of each clip of a minibatch, for ``fit`` (:class:`tasks.fit.StepData`):
-    the clips of epoch ``e`` in an order drawn from ``(seed, e)``, a batch's views from ``(seed, e, step)``."""
+def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, recipe: dict, bands: np.ndarray | None = None):
+    """Two augmented views of each clip of a minibatch, for ``fit`` (:class:`tasks.fit.StepData`), made as ``recipe``
+    (one of :func:`view_recipes`) says: the clips of epoch ``e`` in an order drawn from ``(seed, e)``, a batch's views
+    from ``(seed, e, step)``."""
+    how = (recipe["freq_shift"], recipe["mix"], recipe["freq_warp"], bands)
     from tasks.fit import step_data_class
 
     class ContrastiveViews(step_data_class()):
@@ -195,7 +219,7 @@ def contrastive_views(xs: np.ndarray, batch_size: int, width: int, seed: int, sh
                 self._order = (epoch, np.random.default_rng((seed, epoch)).permutation(len(xs)))
             clips = xs[self._order[1][step * batch_size : (step + 1) * batch_size]]
             rng = np.random.default_rng((seed, epoch, step))
-            views = augment(clips, xs, width, rng, shift, mix), augment(clips, xs, width, rng, shift, mix)
+            views = augment(clips, xs, width, rng, *how), augment(clips, xs, width, rng, *how)
             return views, np.zeros(len(clips), np.float32)
 
     return ContrastiveViews()
@@ -262,6 +286,13 @@ def train_contrastive(
     epochs = auto_epochs(n) if train.epochs == "auto" else train.epochs
     width = crop_width(t, train.crop)
     bs = min(train.batch_size, n)
+    bands = None
+    if train.freq_warp:
+        if not store.attrs.get("audio"):
+            raise ValueError("training.freq_warp needs the store's audio settings (a store the preprocess flow made)")
+        bands = band_frequencies(store.attrs["audio"])
+    if bands is not None and len(bands) != h:
+        raise ValueError(f"training.freq_warp needs blocks as tall as the image ({len(bands)} bands), not {h}: set audio.block = 'image'")
 
     recipes = view_recipes(train)
     several = len(recipes) > 1
@@ -283,7 +314,7 @@ def train_contrastive(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs["loss"])
 
-        views = contrastive_views(xs, bs, width, train.seed, recipe["freq_shift"], recipe["mix"])
+        views = contrastive_views(xs, bs, width, train.seed, recipe, bands)
         result = fit(model, views, epochs, checkpoint, log, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
         candidates.append({**recipe, "trunk": trunk, "checkpoint": checkpoint, **result})
     if several:  # keep the network whose codes K-Means runs cluster most consistently
@@ -314,7 +345,8 @@ def train_contrastive(
         "input_norm": input_norm,
         "freq_shift": kept["freq_shift"],
         "mix": kept["mix"],
-        "candidates": [{k: cand[k] for k in ("freq_shift", "mix", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
+        "freq_warp": kept["freq_warp"],
+        "candidates": [{k: cand[k] for k in ("freq_shift", "mix", "freq_warp", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
                        for cand in candidates] if several else None,
         "train": {**train.model_dump(mode="json"), "epochs": epochs},  # the epochs run, where the setting said "auto"
     }

@@ -23,9 +23,15 @@ def test_presets():
     assert load_config("default", k=10).clustering.consensus_runs == 100
     with pytest.raises(ConfigError, match="sub-spaces of principal components"):
         load_config("default", pca=0)
-    assert (default.training.temperature, default.training.freq_shift, default.training.mix) == (0.2, "auto", "add")
+    assert (default.training.temperature, default.training.freq_shift, default.training.mix, default.training.freq_warp) == (0.2, "auto", "add", 0.07)
     with pytest.raises(ConfigError, match="training.mix"):
         load_config("fast", training={"mix": "power"})  # the autoencoder has no views to mix
+    with pytest.raises(ConfigError, match="training.freq_warp"):
+        load_config("fast", training={"freq_warp": 0.07})
+    with pytest.raises(ConfigError, match=r"training.freq_warp must be in \[0, 1\]"):
+        load_config("default", training={"freq_warp": -0.1})
+    with pytest.raises(ConfigError, match="audio.block 'image'"):
+        load_config("default", audio={"block": 32})
 
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):

@@ -252,6 +252,60 @@ def test_a_pitch_shifted_view_moves_the_bands_and_blanks_the_edge():
     assert all(int(np.argmax(v.mean(1))) == 5 for v in plain if v[5].mean() > 5)  # shift 0: never moved
 
 
+def test_a_frequency_warp_moves_a_band_to_its_frequency_times_the_ratio_and_blanks_what_it_cannot_read():
+    from tasks.audio import band_frequencies
+    from tasks.contrastive import warp_bands
+
+    bands = band_frequencies({"sample_rate": 22050, "n_mels": 64})
+    assert bands[0] < bands[1] < bands[-1] < 11025
+    x = np.zeros((64, 4, 1), np.float32)
+    x[30] = 10.0  # one loud band
+    np.testing.assert_allclose(warp_bands(x, bands, 1.0), x, atol=1e-5)
+    for ratio in (2 ** 0.5, 2 ** -0.5):
+        v = warp_bands(x, bands, ratio)
+        expected = int(np.argmin(np.abs(bands - bands[30] * ratio)))
+        assert abs(int(np.argmax(v[:, 0, 0])) - expected) <= 1 and expected != 30
+    up, down = warp_bands(x + 1.0, bands, 2 ** 0.5), warp_bands(x + 1.0, bands, 2 ** -0.5)
+    assert np.all(up[0] == 0) and np.all(up[-1] > 0)  # raised: the lowest row would read below the lowest band
+    assert np.all(down[-1] == 0) and np.all(down[0] > 0)  # lowered: the top rows would read above the highest
+    picture = band_frequencies({"sample_rate": 22050, "n_mels": 64, "image": "picture"})  # top row first
+    np.testing.assert_allclose(warp_bands(x[::-1], picture, 2 ** 0.5), warp_bands(x, bands, 2 ** 0.5)[::-1], atol=1e-5)
+
+
+def test_freq_warp_views_move_up_and_down_and_the_training_records_it(tmp_path):
+    from tasks.audio import band_frequencies
+    from tasks.contrastive import augment, train_contrastive
+
+    bands = band_frequencies({"sample_rate": 22050, "n_mels": 64})
+    x = np.zeros((1, 64, 8, 1), np.float32)
+    x[0, 30] = 10.0
+    peaks = {int(np.argmax(augment(x, np.zeros_like(x), 8, np.random.default_rng(s), warp=0.5, bands=bands)[0, :, :, 0].mean(1)))
+             for s in range(40)}
+    assert min(peaks) < 28 and max(peaks) > 32  # up to half an octave down and up
+    with pytest.raises(ValueError, match="blocks as tall as the image"):  # 32-band blocks of a 64-band image
+        spec = AudioSettings(n_mels=64, n_frames=96, block=32, channels=1)
+        store = _store_of(tmp_path / "tiled", spec)
+        train_contrastive(store, str(tmp_path / "run-tiled"), (4, 8), TrainingSettings(epochs=1, batch_size=8, freq_warp=0.07),
+                          lambda m: None, "clip")
+    store = _store_of(tmp_path / "whole", AudioSettings(n_mels=64, n_frames=32, block="image", channels=1))
+    summary = train_contrastive(store, str(tmp_path / "run"), (4, 8), TrainingSettings(epochs=2, batch_size=8, freq_warp=0.07),
+                                lambda m: None, "clip")
+    plain = train_contrastive(store, str(tmp_path / "plain"), (4, 8), TrainingSettings(epochs=2, batch_size=8), lambda m: None, "clip")
+    assert summary["freq_warp"] == 0.07 and plain["freq_warp"] == 0.0
+    assert summary["final_loss"] != pytest.approx(plain["final_loss"], rel=1e-3)  # the warped views differ
+
+
+def _store_of(root, spec: AudioSettings) -> str:
+    """A small store the way the preprocess flow makes one: its audio settings recorded in its attributes."""
+    audio, _ = make_corpus(root, per_family=4, families=("tone", "clicks"), seed=3)
+    url = str(root / "store.zarr")
+    store = Store.create(url, spec.geometry(), clips_per_chunk=4, attrs={"audio": spec.model_dump(mode="json")})
+    store.sync_manifest(scan(audio))
+    for s, e in store.clip_chunks():
+        preprocess_range(url, str(audio), s, e, spec)
+    return url
+
+
 def test_consensus_agreement_is_high_for_separated_clusters_and_low_for_noise():
     from tasks.cluster import consensus_agreement
 
