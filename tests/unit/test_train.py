@@ -274,7 +274,7 @@ def test_a_frequency_warp_moves_a_band_to_its_frequency_times_the_ratio_and_blan
 
 def test_freq_warp_views_move_up_and_down_and_the_training_records_it(tmp_path):
     from tasks.audio import band_frequencies
-    from tasks.contrastive import augment, train_contrastive
+    from tasks.contrastive import AUTO_SHIFT, augment, train_contrastive, view_recipes
 
     bands = band_frequencies({"sample_rate": 22050, "n_mels": 64})
     x = np.zeros((1, 64, 8, 1), np.float32)
@@ -293,6 +293,10 @@ def test_freq_warp_views_move_up_and_down_and_the_training_records_it(tmp_path):
     plain = train_contrastive(store, str(tmp_path / "plain"), (4, 8), TrainingSettings(epochs=2, batch_size=8), lambda m: None, "clip")
     assert summary["freq_warp"] == 0.07 and plain["freq_warp"] == 0.0
     assert summary["final_loss"] != pytest.approx(plain["final_loss"], rel=1e-3)  # the warped views differ
+    # with freq_shift "auto" the shifted candidate moves by the shift alone, the base by the warp
+    assert [(r["freq_shift"], r["freq_warp"]) for r in view_recipes(TrainingSettings(freq_shift="auto", freq_warp=0.07))] == [
+        (0, 0.07), (AUTO_SHIFT, 0.0)]
+    assert [r["freq_warp"] for r in view_recipes(TrainingSettings(freq_shift=4, freq_warp=0.07))] == [0.07]  # as set
 
 
 def _store_of(root, spec: AudioSettings) -> str:
