@@ -18,7 +18,7 @@ Encoder (the model saved as ``encoder.keras``, block image in, clip code out)::
 Training adds a projection head (Dense 256 -> ReLU -> Dense 128) and minimises NT-Xent
 (temperature ``TrainingSettings.temperature``) between two views of each clip. A view is a random
 ``crop`` of the frames, sometimes mixed with another clip, with a frequency mask, a time
-mask, a random spectral tilt and Gaussian noise. Everything trains from the corpus; no
+mask, a random spectral tilt and Gaussian noise, and (``freq_warp``) scaled in frequency. Everything trains from the corpus; no
 outside weights.
 
 What a view may change depends on the kind of audio (a pitch shift keeps an instrument but moves a
