@@ -49,7 +49,7 @@ class TrainingSettings(BaseModel):
     # added to the view's ("power", BYOL-A: esc10 +0.04 NMI, fsdd and events worse; docs/research/head_and_shift.md)
     mix: Literal["add", "power"] = "add"
     # contrastive objective: each view's frequencies scaled by up to +-this many octaves (vocal tract length
-    # perturbation: a word from another throat; 0.07 = +-5 %: fsdd and esc10 gain, docs/research/head_and_shift.md)
+    # perturbation: a word from another throat; 0.07 = +-5 %: fsdd gains, the others within their spread; docs/research/head_and_shift.md)
     freq_warp: float = 0.0
     max_clips: int = 20000  # contrastive objective: train on a seeded sample of at most this many clips
 
