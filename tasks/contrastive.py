@@ -293,8 +293,8 @@ def train_contrastive(
         if not store.attrs.get("audio"):
             raise ValueError("training.freq_warp needs the store's audio settings (a store the preprocess flow made)")
         bands = band_frequencies(store.attrs["audio"])
-    if bands is not None and len(bands) != h:
-        raise ValueError(f"training.freq_warp needs blocks as tall as the image ({len(bands)} bands), not {h}: set audio.block = 'image'")
+        if len(bands) != h:
+            raise ValueError(f"training.freq_warp needs blocks as tall as the image ({len(bands)} bands), not {h}: set audio.block = 'image'")
 
     recipes = view_recipes(train)
     several = len(recipes) > 1
