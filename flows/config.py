@@ -126,6 +126,13 @@ class Config(BaseModel):
             raise ValueError("training.freq_shift must be >= 0 or 'auto'")
         if not 0 < self.training.crop <= 1:
             raise ValueError("training.crop must be in (0, 1]")
+        norms = self.model.input_norm
+        if norms != ("band",) and self.model.objective != "contrastive":
+            raise ValueError("model.input_norm is the contrastive network's input: it needs model.objective 'contrastive'")
+        if "pcen" in norms and (self.audio.image != "features" or self.audio.spectrogram == "linear" or self.audio.channels != 1):
+            raise ValueError("model.input_norm 'pcen' reads a dB spectrogram: it needs audio.image 'features', spectrogram 'mel' or 'log', channels 1")
+        if len(norms) > 1 and self.audio.block != "image":
+            raise ValueError("several model.input_norm put codes side by side per clip: they need audio.block 'image' (one block per clip)")
         return self
 
     def resolve(self, durations: list[float]) -> "Config":
@@ -153,7 +160,9 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
         "block": "image",
         "channels": 1,
     },
-    "model": {"objective": "contrastive", "input_norm": "clip", "filters": [16, 32, 64]},  # clip: speaker, microphone and room drop out
+    # clip: speaker, microphone and room drop out; a second network on PCEN (onsets over the background), the consensus over
+    # both codes: esc10 +0.065, timbre +0.035, events +0.023, fsdd +0.012 NMI (2 seeds; docs/research/pcen_and_batch.md)
+    "model": {"objective": "contrastive", "input_norm": ["clip", "pcen"], "filters": [16, 32, 64]},
     # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently;
     # temperature 0.2: fsdd +0.06 NMI over 0.1 (3 seeds), the other kinds of audio within their seed spread;
     # freq_warp 0.07: fsdd 0.584 -> 0.635 (3 seeds; the pick now keeps its unshifted network), the others within their spread (docs/research/head_and_shift.md)

@@ -155,9 +155,12 @@ def mfcc_stats(images: np.ndarray, top_db: float = 80.0, n_mfcc: int = 20) -> np
 class Clusterer:
     """Feature transform (standardize, PCA, whitening) + K-Means centroids; ``fit`` / ``predict`` / ``save`` / ``load``."""
 
-    def __init__(self, features: FeatureSettings, clustering: ClusteringSettings):
-        self.features, self.clustering = features, clustering
+    def __init__(self, features: FeatureSettings, clustering: ClusteringSettings, parts: int = 1):
+        """``parts``: the feature columns are that many equal parts (several networks' codes side by side): each is
+        standardized and reduced on its own, and a consensus draws its K-Means runs from each part."""
+        self.features, self.clustering, self.parts = features, clustering, int(parts)
         self.mean_ = self.scale_ = self.components_ = self.pca_mean_ = self.pca_scale_ = self.centroids_ = None
+        self.part_dims_ = None  # the transformed columns of each part, in order
         self.distance_quantiles_ = None  # of the fitted clips' distances to their centroids (see farther_than)
         self.variance_ = None  # of the fitted clips around their centroids, per dimension (see predict_proba)
         self.head_ = None  # method "head": the kept head's weights [W1, b1, W2, b2] (tasks/head.py)
@@ -171,13 +174,20 @@ class Clusterer:
         if self.features.standardize:
             self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-8
         z = (x - self.mean_) / self.scale_
+        if d % self.parts:
+            raise ValueError(f"{d} feature columns are not {self.parts} equal parts")
+        size = d // self.parts
+        self.part_dims_ = np.full(self.parts, size)
         if components := self.features.pca_components(self.clustering):
+            from scipy.linalg import block_diag
             from sklearn.decomposition import PCA
 
-            n = min(components, z.shape[1], len(z) - 1)
-            pca = PCA(n, whiten=False, random_state=self.clustering.seed).fit(z)
-            self.pca_mean_, self.components_ = pca.mean_, pca.components_
-            self.pca_scale_ = np.sqrt(pca.explained_variance_) + 1e-12 if self.features.whiten else np.ones(n)
+            n = min(components, size, len(z) - 1)
+            fits = [PCA(n, whiten=False, random_state=self.clustering.seed).fit(z[:, p * size : (p + 1) * size]) for p in range(self.parts)]
+            # one projection for all parts: block-diagonal, so each part's components come from that part alone
+            self.pca_mean_, self.components_ = np.concatenate([f.mean_ for f in fits]), block_diag(*[f.components_ for f in fits])
+            self.pca_scale_ = np.concatenate([np.sqrt(f.explained_variance_) + 1e-12 if self.features.whiten else np.ones(n) for f in fits])
+            self.part_dims_ = np.full(self.parts, n)
         return self.transform(x)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -196,7 +206,7 @@ class Clusterer:
             n = spec.consensus_sample
             rows = np.random.default_rng(spec.seed).permutation(len(z))[:n] if len(z) > n else np.arange(len(z))
             sample = z[rows]
-            labels, together = consensus_labels(sample, spec.k, spec.consensus_runs, spec.seed, return_matrix=True)
+            labels, together = consensus_labels(sample, spec.k, spec.consensus_runs, spec.seed, return_matrix=True, parts=self.part_dims_)
             self.centroids_ = np.stack([sample[labels == c].mean(0) for c in range(spec.k)])
             if spec.method == "head":
                 from tasks.head import train_head
@@ -307,10 +317,15 @@ def kmeans(features: np.ndarray, k: int, n_init: int = 10, seed: int = 0, return
     return (km.labels_, km.cluster_centers_) if return_centroids else km.labels_
 
 
-def partitions(z: np.ndarray, k: int, runs: int, rng: np.random.Generator, unit: bool = True, min_dims: int = 4) -> np.ndarray:
-    """``runs`` K-Means labelings of ``z``'s rows, each on the first d columns (d drawn from ``min_dims`` to all)."""
+def partitions(z: np.ndarray, k: int, runs: int, rng: np.random.Generator, unit: bool = True, min_dims: int = 4,
+               parts=None) -> np.ndarray:
+    """``runs`` K-Means labelings of ``z``'s rows, each on the first d columns (d drawn from ``min_dims`` to all);
+    ``parts`` (the column counts of consecutive parts of ``z``): ``runs`` labelings of each part."""
     from sklearn.cluster import KMeans
 
+    if parts is not None and len(parts) > 1:
+        edges = np.cumsum([0, *parts])
+        return np.concatenate([partitions(z[:, a:b], k, runs, rng, unit, min_dims) for a, b in zip(edges[:-1], edges[1:])])
     dims = z.shape[1]
     out = np.empty((runs, len(z)), np.int32)
     for r in range(runs):
@@ -318,6 +333,15 @@ def partitions(z: np.ndarray, k: int, runs: int, rng: np.random.Generator, unit:
         u = z[:, :d] / (np.linalg.norm(z[:, :d], axis=1, keepdims=True) + 1e-12) if unit else z[:, :d]
         out[r] = KMeans(k, init="k-means++", n_init=1, random_state=int(rng.integers(2**31))).fit_predict(u)
     return out
+
+
+def leading(z: np.ndarray, parts, d: int) -> tuple[np.ndarray, list[int] | None]:
+    """The first ``d`` columns of each part of ``z`` (``parts``: their column counts; None: one part), and their counts."""
+    if parts is None or len(parts) < 2:
+        return z[:, :d], None
+    edges = np.cumsum([0, *parts])
+    keep = [min(d, int(p)) for p in parts]
+    return np.concatenate([z[:, a : a + m] for a, m in zip(edges[:-1], keep)], 1), keep
 
 
 def consensus_matrix(labels: np.ndarray, k: int) -> np.ndarray:
@@ -329,13 +353,13 @@ def consensus_matrix(labels: np.ndarray, k: int) -> np.ndarray:
     return onehot @ onehot.T / runs
 
 
-def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_dims: int = 4, return_matrix: bool = False):
+def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_dims: int = 4, return_matrix: bool = False, parts=None):
     """Evidence accumulation (Fred and Jain, 2005) over K-Means partitions of random sub-spaces.
 
     ``z`` holds whitened principal components, strongest first. Each of ``runs`` partitions is
     one k-means++ K-Means on the first ``d`` components (``d`` drawn from ``min_dims`` to all of
     them), each row scaled to unit length (cosine geometry, as the contrastive codes were
-    trained in). Two clips' co-association is the fraction of partitions that put them together;
+    trained in); with ``parts`` (several networks' codes), ``runs`` partitions of each part. Two clips' co-association is the fraction of partitions that put them together;
     average linkage on ``1 - co-association`` cuts the result into ``k`` clusters.
     Measured on the default preset's esc10 codes (3 networks, 32 components): one K-Means
     (best of 10 restarts) NMI 0.585 +- 0.055, this 0.677 +- 0.014 (docs/research/consensus.md).
@@ -344,7 +368,7 @@ def consensus_labels(z: np.ndarray, k: int, runs: int = 100, seed: int = 0, min_
 
     if len(z) < k:
         raise ValueError(f"cannot make {k} clusters from {len(z)} clips")
-    together = consensus_matrix(partitions(z, k, runs, np.random.default_rng(seed), min_dims=min_dims), k)
+    together = consensus_matrix(partitions(z, k, runs, np.random.default_rng(seed), min_dims=min_dims, parts=parts), k)
     distance = 1.0 - together
     np.fill_diagonal(distance, 0.0)
     labels = AgglomerativeClustering(k, metric="precomputed", linkage="average").fit_predict(distance)

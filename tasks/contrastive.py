@@ -10,10 +10,15 @@ Encoder (the model saved as ``encoder.keras``, block image in, clip code out)::
     block (H, W, C) -> input normalization: ``band`` = per-band standardization (corpus
                        statistics, a Normalization layer), or ``clip`` = each clip's per-band
                        mean over time removed (the spectral envelope of the recording: speaker,
-                       microphone, room), scaled by one corpus-wide constant
+                       microphone, room), scaled by one corpus-wide constant, or ``pcen`` = PCEN
+                       (each band's level over its own recent level: onsets over a steady
+                       background), then as ``clip``
       -> 3 x [Conv 3x3 (no bias) -> BatchNorm -> ReLU -> MaxPool 2]   (filters, e.g. 16, 32, 64)
       -> Conv 3x3 -> BatchNorm -> ReLU
       -> global average pool ++ global max pool = code (2 x last filters)
+
+With several input normalizations, one such network per normalization (each trained on its own), the
+code their codes side by side: the clustering draws its K-Means runs from each part (``code_parts``).
 
 Training adds a projection head (Dense 256 -> ReLU -> Dense 128) and minimises NT-Xent
 (temperature ``TrainingSettings.temperature``) between two views of each clip. A view is a random
@@ -39,10 +44,10 @@ from storage import Store
 from tasks.audio import band_frequencies
 from tasks.caching import checkpoint_fingerprint
 from tasks.fit import Checkpoint, fit
-from tasks.keras_setup import clip_mean_removal_class, configure_keras
+from tasks.keras_setup import clip_mean_removal_class, configure_keras, pcen_class
 
 
-def build_trunk(height: int, channels: int, filters) -> "object":
+def build_trunk(height: int, channels: int, filters, name: str = "trunk") -> "object":
     """The convolutional trunk on standardized input of any width (>= 8 frames)."""
     import keras
     from keras import layers
@@ -57,18 +62,29 @@ def build_trunk(height: int, channels: int, filters) -> "object":
     x = layers.Conv2D(filters[-1], 3, padding="same", use_bias=False, name="conv_top")(x)
     x = layers.BatchNormalization(name="bn_top")(x)
     x = layers.Activation("relu", name="relu_top")(x)
-    return keras.Model(inp, x, name="trunk")
+    return keras.Model(inp, x, name=name)
 
 
-def _pooled(trunk, x):
+def _pooled(trunk, x, tag: str = ""):
     from keras import layers
 
     fmap = trunk(x)
-    return layers.Concatenate(name="code")([layers.GlobalAveragePooling2D(name="gap")(fmap), layers.GlobalMaxPooling2D(name="gmp")(fmap)])
+    return layers.Concatenate(name=f"code{tag}")([layers.GlobalAveragePooling2D(name=f"gap{tag}")(fmap),
+                                                  layers.GlobalMaxPooling2D(name=f"gmp{tag}")(fmap)])
 
 
-def normalize_inputs(x: np.ndarray, input_norm: str) -> tuple[np.ndarray, dict]:
-    """Standardized training images and the statistics the encoder's first layers need."""
+def pcen_images(x: np.ndarray, top_db: float, slice_: int = 512) -> np.ndarray:
+    """:func:`tasks.keras_setup.pcen_class` of dB images ``x`` (n, H, T, C), a slice at a time: the encoder's own layer."""
+    layer = pcen_class()(top_db=top_db)
+    return np.concatenate([np.asarray(layer(x[i : i + slice_].astype(np.float32))) for i in range(0, len(x), slice_)])
+
+
+def normalize_inputs(x: np.ndarray, input_norm: str, top_db: float = 80.0) -> tuple[np.ndarray, dict]:
+    """Standardized training images and the statistics the encoder's first layers need (``top_db``: the dB range of
+    the images, for ``pcen``)."""
+    if input_norm == "pcen":
+        xs, stats = normalize_inputs(pcen_images(x, top_db), "clip")
+        return xs, {**stats, "pcen_top_db": float(top_db)}
     if input_norm == "clip":
         c = x - x.mean(2, keepdims=True)
         scale = float(c.std()) + 1e-6
@@ -77,18 +93,26 @@ def normalize_inputs(x: np.ndarray, input_norm: str) -> tuple[np.ndarray, dict]:
     return ((x - mean[None, :, None, None]) / np.sqrt(var)[None, :, None, None]).astype(np.float32), {"mean": mean, "variance": var}
 
 
-def build_encoder(block_shape, trunk, stats: dict):
-    """Block image -> code: the saved encoder, with the input normalization inside it."""
+def build_encoder(block_shape, networks: list[tuple[object, dict]]):
+    """Block image -> code: the saved encoder, with each network's input normalization inside it (``networks``: its
+    trunk and :func:`normalize_inputs`'s statistics); several networks' codes side by side, in order."""
     import keras
     from keras import layers
 
     inp = keras.Input(block_shape, name="block")
-    if "scale" in stats:
-        x = clip_mean_removal_class()(name="clip_mean_removal")(inp)
-        x = layers.Rescaling(1.0 / stats["scale"], name="clip_scale")(x)
-    else:
-        x = layers.Normalization(axis=1, mean=stats["mean"].tolist(), variance=stats["variance"].tolist(), name="band_norm")(inp)
-    return keras.Model(inp, _pooled(trunk, x), name="encoder")
+    codes = []
+    for i, (trunk, stats) in enumerate(networks):
+        tag = f"_{i}" if len(networks) > 1 else ""
+        x = inp
+        if "pcen_top_db" in stats:
+            x = pcen_class()(top_db=stats["pcen_top_db"], name=f"pcen{tag}")(x)
+        if "scale" in stats:
+            x = clip_mean_removal_class()(name=f"clip_mean_removal{tag}")(x)
+            x = layers.Rescaling(1.0 / stats["scale"], name=f"clip_scale{tag}")(x)
+        else:
+            x = layers.Normalization(axis=1, mean=stats["mean"].tolist(), variance=stats["variance"].tolist(), name=f"band_norm{tag}")(x)
+        codes.append(_pooled(trunk, x, tag))
+    return keras.Model(inp, codes[0] if len(codes) == 1 else layers.Concatenate(name="code")(codes), name="encoder")
 
 
 def crop_width(frames: int, crop: float) -> int:
@@ -263,19 +287,22 @@ def train_contrastive(
     filters,
     train,
     log: Callable[[str], None] = print,
-    input_norm: str = "band",
+    input_norm: str | tuple[str, ...] = "band",
     on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> dict:
     """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``.
 
-    The state after every epoch is kept in ``run_dir/checkpoint`` (:class:`tasks.fit.Checkpoint`,
-    about 1 MB): a retry, or the next run after a killed one, resumes from the last finished epoch
+    Several ``input_norm``: the view recipes are tried (and one kept) with the first; each further one
+    trains a network with the kept recipe, and the encoder puts the networks' codes side by side.
+    The state after every epoch is kept in ``run_dir/checkpoint*`` (:class:`tasks.fit.Checkpoint`,
+    about 1 MB each): a retry, or the next run after a killed one, resumes from the last finished epoch
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
     checkpoint is written.
     """
     device = configure_keras(train.threads, train.seed)
     import keras
 
+    norms = (input_norm,) if isinstance(input_norm, str) else tuple(input_norm)
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = Store.open(store_url)
@@ -283,8 +310,7 @@ def train_contrastive(
         raise ValueError("no stored clips to train on: every input was rejected")
     x = load_training_blocks(store, train.max_clips, train.seed)
     n, h, t, c = x.shape
-    xs, stats = normalize_inputs(x, input_norm)
-    del x
+    top_db = float((store.attrs.get("audio") or {}).get("top_db", 80.0))
     epochs = auto_epochs(n) if train.epochs == "auto" else train.epochs
     width = crop_width(t, train.crop)
     bs = min(train.batch_size, n)
@@ -299,26 +325,30 @@ def train_contrastive(
     recipes = view_recipes(train)
     several = len(recipes) > 1
     log(f"contrastive training on {n} blocks of {(h, t, c)} ({width}-frame views), {epochs} epochs"
-        f"{', one network per view recipe (' + '; '.join(map(recipe_name, recipes)) + ')' if several else ''}, on {device}")
+        f"{', one network per view recipe (' + '; '.join(map(recipe_name, recipes)) + ')' if several else ''}"
+        f"{', then one per further input normalization (' + ', '.join(norms[1:]) + ')' if len(norms) > 1 else ''}, on {device}")
     t0 = time.perf_counter()
-    candidates = []
-    for i, recipe in enumerate(recipes):
-        keras.utils.set_random_seed(train.seed)  # every candidate starts from the same weights: only the views differ
-        trunk = build_trunk(h, c, tuple(filters))
+
+    def train_one(xs, recipe, norm, folder, label):
+        keras.utils.set_random_seed(train.seed)  # every network starts from the same weights: only the views differ
+        trunk = build_trunk(h, c, tuple(filters), name=f"trunk_{norm}")
         model = two_view_model(trunk, h, width, c)
         model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
-        folder = out / (f"checkpoint-{i}" if several else "checkpoint")
-        checkpoint = Checkpoint(folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), input_norm, epochs, train, recipe))
+        checkpoint = Checkpoint(out / folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), norm, epochs, train, recipe))
 
-        def epoch_end(epoch, logs, recipe=recipe):
+        def epoch_end(epoch, logs):
             if epoch % 10 == 9 or epoch + 1 == epochs:
-                log(f"epoch {epoch + 1}/{epochs}{f' ({recipe_name(recipe)})' if several else ''}: loss {logs['loss']:.4f}")
+                log(f"epoch {epoch + 1}/{epochs}{f' ({label})' if label else ''}: loss {logs['loss']:.4f}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs["loss"])
 
         views = contrastive_views(xs, bs, width, train.seed, recipe, bands)
         result = fit(model, views, epochs, checkpoint, log, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
-        candidates.append({**recipe, "trunk": trunk, "checkpoint": checkpoint, **result})
+        return {**recipe, "input_norm": norm, "trunk": trunk, "checkpoint": checkpoint, **result}
+
+    xs, stats = normalize_inputs(x, norms[0], top_db)
+    candidates = [train_one(xs, recipe, norms[0], f"checkpoint-{i}" if several else "checkpoint", recipe_name(recipe) if several else "")
+                  for i, recipe in enumerate(recipes)]
     if several:  # keep the network whose codes K-Means runs cluster most consistently
         for cand in candidates:
             cand["agreement"] = agreement_over_k(pooled_codes(cand["trunk"], xs), train.seed)
@@ -326,10 +356,17 @@ def train_contrastive(
     kept = max(candidates, key=lambda cand: cand.get("agreement", 0.0))
     if several:
         log(f"kept the network of {recipe_name(kept)}")
+    del xs
+    networks, extra = [(kept["trunk"], stats)], []
+    for norm in norms[1:]:  # the kept views, on another input normalization: a second look at the same clips
+        xs, more = normalize_inputs(x, norm, top_db)
+        extra.append(train_one(xs, {k: kept[k] for k in recipes[0]}, norm, f"checkpoint-{norm}", norm))
+        networks.append((extra[-1]["trunk"], more))
+        del xs
     seconds = time.perf_counter() - t0
-    trunk, history, first = kept["trunk"], kept["history"], kept["resumed_from_epoch"]
+    history, first = kept["history"], kept["resumed_from_epoch"]
 
-    encoder = build_encoder((h, t, c), trunk, stats)
+    encoder = build_encoder((h, t, c), networks)
     encoder.save(out / "encoder.keras")
     (out / "history.json").write_text(json.dumps(history, indent=1))
     summary = {
@@ -344,15 +381,17 @@ def train_contrastive(
         "device": device,
         "blocks": n,
         "filters": list(filters),
-        "input_norm": input_norm,
+        "input_norm": list(norms),
+        "code_parts": len(norms),  # equal parts of the code, one per network (tasks.cluster clusters each on its own)
         "freq_shift": kept["freq_shift"],
         "mix": kept["mix"],
         "freq_warp": kept["freq_warp"],
         "candidates": [{k: cand[k] for k in ("freq_shift", "mix", "freq_warp", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
                        for cand in candidates] if several else None,
+        "networks": [{"input_norm": net["input_norm"], "final_loss": net["history"]["loss"][-1]} for net in [kept, *extra]],
         "train": {**train.model_dump(mode="json"), "epochs": epochs},  # the epochs run, where the setting said "auto"
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))
-    for cand in candidates:
+    for cand in candidates + extra:
         cand["checkpoint"].clear()  # finished: a new run starts fresh
     return summary

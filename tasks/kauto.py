@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from tasks.cluster import Clusterer, consensus_matrix, partitions
+from tasks.cluster import Clusterer, consensus_matrix, leading, partitions
 
 CRITERION = "mean of relative PAC stability (vs. null) and evidence-accumulation silhouette, each scaled to [0, 1]"
 
@@ -44,10 +44,10 @@ def _scaled(v: np.ndarray) -> np.ndarray:
 
 
 def choose_k(z: np.ndarray, k_min: int, k_max: int, dims_for: Callable[[int], int] | None = None, runs: int = 20,
-             sample: int = 1000, seed: int = 0, unit: bool = True) -> dict:
+             sample: int = 1000, seed: int = 0, unit: bool = True, parts=None) -> dict:
     """Pick k in ``[k_min, k_max]`` for the rows of ``z`` (whitened components, strongest first).
 
-    ``dims_for(k)``: how many leading columns the clustering into k sees (all when None). Returns
+    ``dims_for(k)``: how many leading columns (of each of the ``parts``) the clustering into k sees (all when None). Returns
     ``{"criterion", "k", "pac", "pac_null", "rcsi", "silhouette", "score", "chosen", "sample", "runs", "seconds"}``,
     the lists aligned with ``"k"``."""
     from scipy.cluster.hierarchy import cut_tree, linkage
@@ -66,12 +66,12 @@ def choose_k(z: np.ndarray, k_min: int, k_max: int, dims_for: Callable[[int], in
     pooled = np.zeros((len(z), len(z)), np.float32)
     pacs, nulls = [], []
     for k in ks:
-        zk = z[:, : dims_for(k)] if dims_for else z
-        m = consensus_matrix(partitions(zk, k, runs, rng, unit), k)
+        zk, pk = leading(z, parts, dims_for(k)) if dims_for else (z, parts)
+        m = consensus_matrix(partitions(zk, k, runs, rng, unit, parts=pk), k)
         pooled += m
         pacs.append(pac(m))
         noise = rng.standard_normal(zk.shape).astype(np.float32)  # whitened components of structureless data
-        nulls.append(pac(consensus_matrix(partitions(noise, k, runs, rng, unit), k)))
+        nulls.append(pac(consensus_matrix(partitions(noise, k, runs, rng, unit, parts=pk), k)))
     distance = 1.0 - pooled / len(ks)
     np.fill_diagonal(distance, 0.0)
     tree = linkage(squareform(distance, checks=False), "average")
@@ -94,7 +94,7 @@ def choose_k(z: np.ndarray, k_min: int, k_max: int, dims_for: Callable[[int], in
     }
 
 
-def resolve_k(x: np.ndarray, features, clustering) -> tuple:
+def resolve_k(x: np.ndarray, features, clustering, parts: int = 1) -> tuple:
     """``(clustering settings with k a number, the choice's record or None)`` for the clip features ``x``.
 
     A numeric k is kept as it is. ``"auto"``: the features are transformed as the clustering will
@@ -111,10 +111,12 @@ def resolve_k(x: np.ndarray, features, clustering) -> tuple:
     if why := degenerate(x):
         record = {"criterion": f"none: {why}", "k": [], "chosen": k_min}
     else:
-        z = Clusterer(features, clustering.model_copy(update={"k": k_max})).fit_transform(x)
+        clusterer = Clusterer(features, clustering.model_copy(update={"k": k_max}), parts)
+        z = clusterer.fit_transform(x)
         dims_for = None
         if features.pca:
             dims_for = lambda k: min(z.shape[1], features.pca_components(clustering.model_copy(update={"k": k})))  # noqa: E731
-        record = choose_k(z, k_min, k_max, dims_for, seed=clustering.seed, unit=clustering.method in ("consensus", "head"))
+        record = choose_k(z, k_min, k_max, dims_for, seed=clustering.seed, unit=clustering.method in ("consensus", "head"),
+                          parts=clusterer.part_dims_)
     record.update(k_min=k_min, k_max=k_max)
     return clustering.model_copy(update={"k": record["chosen"]}), record

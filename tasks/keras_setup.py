@@ -75,6 +75,47 @@ def clip_mean_removal_class():
 
 
 @lru_cache(maxsize=1)
+def pcen_class():
+    """The PCEN layer class, registered with Keras once per process (call before loading a model that uses it)."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="audioclust")
+    class PCEN(keras.layers.Layer):
+        """Per-channel energy normalization (Wang et al. 2017; ``librosa.pcen``'s defaults, ``time_constant`` in frames)
+        of an image of dB in [0, 1] (``top_db`` range, 1 = the clip's peak): each band's level divided by its own
+        recent level, an automatic gain control per band, then root-compressed. A steady background sinks and what
+        starts stands out. The smoothing is a causal FIR of ``taps`` frames (the IIR filter, truncated) with silence before
+        the first frame, as ``librosa.pcen`` starts: a sound that opens the clip stands out as an onset."""
+
+        def __init__(self, top_db: float = 80.0, time_constant: float = 10.0, gain: float = 0.98, bias: float = 2.0,
+                     power: float = 0.5, taps: int = 64, **kwargs):
+            super().__init__(**kwargs)
+            self.top_db, self.time_constant, self.gain, self.bias, self.power, self.taps = (
+                float(top_db), float(time_constant), float(gain), float(bias), float(power), int(taps))
+            t = self.time_constant  # librosa's smoothing coefficient for a time constant of t frames
+            s = (np.sqrt(1 + 4 * t**2) - 1) / (2 * t**2)
+            w = s * (1 - s) ** np.arange(self.taps)
+            self._kernel = (w / w.sum())[::-1].reshape(1, -1, 1, 1).astype("float32")  # oldest frame first
+
+        def call(self, x):
+            level = ops.power(10.0, (x * self.top_db - self.top_db) / 20.0) * 2.0**31  # magnitude, as librosa.pcen expects
+            c = ops.shape(level)[-1]
+            flat = ops.reshape(ops.transpose(level, (0, 3, 1, 2)), (-1, ops.shape(level)[1], ops.shape(level)[2], 1))
+            padded = ops.pad(flat, ((0, 0), (0, 0), (self.taps - 1, 0), (0, 0)))
+            smooth = ops.conv(padded, ops.convert_to_tensor(self._kernel), padding="valid")
+            out = ops.power(flat / ops.power(1e-6 + smooth, self.gain) + self.bias, self.power) - self.bias**self.power
+            return ops.transpose(ops.reshape(out, (-1, c, ops.shape(level)[1], ops.shape(level)[2])), (0, 2, 3, 1))
+
+        def get_config(self):
+            return {**super().get_config(), "top_db": self.top_db, "time_constant": self.time_constant, "gain": self.gain,
+                    "bias": self.bias, "power": self.power, "taps": self.taps}
+
+    return PCEN
+
+
+@lru_cache(maxsize=1)
 def clustering_layer_class():
     import keras
     from keras import ops
@@ -106,5 +147,6 @@ def load_model(path, compile: bool = True):
     import keras
 
     clip_mean_removal_class()
+    pcen_class()
     clustering_layer_class()
     return keras.models.load_model(path, compile=compile, safe_mode=True)

@@ -33,7 +33,9 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes (contrastive: tasks.contrastive)
-    input_norm: Literal["band", "clip"] = "band"  # contrastive: per-band corpus z-score, or remove each clip's band means
+    # contrastive: per-band corpus z-score, each clip's band means removed, or PCEN then the band means removed;
+    # several: one network per input normalization, their codes side by side (each part clustered on its own)
+    input_norm: tuple[Literal["band", "clip", "pcen"], ...] = ("band",)
     filters: tuple[int, ...] = (32, 32, 16)  # encoder stages before the code stage
     code_channels: int = 1
     kernel: int = 3
@@ -41,6 +43,14 @@ class ModelSettings(BaseModel):
     code_activation: str = "relu"  # of the code layer; a 1-channel ReLU code can die (all zeros): "linear" cannot
     encoder: Literal["strided", "dense", "pool"] = "pool"  # report cases 1, 2, 3
     decoder: Literal["strided", "dense", "upsample"] = "upsample"  # report cases 1, 2, 3
+
+    @field_validator("input_norm", mode="before")
+    @classmethod
+    def _norms(cls, v):
+        v = (v,) if isinstance(v, str) else tuple(v)
+        if not v or len(set(v)) != len(v):
+            raise ValueError("input_norm is one of band, clip, pcen, or a list of different ones")
+        return v
 
     @field_validator("filters")
     @classmethod
@@ -62,7 +72,7 @@ class ModelSettings(BaseModel):
 
     def code_size(self, block: int) -> int:
         if self.objective == "contrastive":
-            return 2 * self.filters[-1]  # global average ++ global max pooling
+            return 2 * self.filters[-1] * len(self.input_norm)  # global average ++ global max pooling, per network
         return self.code_side(block) ** 2 * self.code_channels
 
 

@@ -30,6 +30,12 @@ def clip_feature_matrix(store: Store, features: FeatureSettings, codes: str = "c
     return clip_feature_rows(features, geometry, 0.0, codes=store.read(codes))[ok]
 
 
+def code_parts(model_dir: str | None) -> int:
+    """How many networks' codes lie side by side in a trained model's code (its ``train.json``; 1 without one)."""
+    summary = Path(model_dir or "", "train.json")
+    return int(json.loads(summary.read_text()).get("code_parts") or 1) if model_dir and summary.is_file() else 1
+
+
 def cluster_and_report(
     store_url: str,
     out_dir: str,
@@ -49,10 +55,11 @@ def cluster_and_report(
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
     x = clip_feature_matrix(store, features, codes)
-    clustering, k_auto = resolve_k(x, features, clustering)  # from here on k is a number
+    parts = code_parts(model_dir) if features.source == "network" else 1
+    clustering, k_auto = resolve_k(x, features, clustering, parts)  # from here on k is a number
     if k_auto:
         log(f"k = {clustering.k} chosen in [{k_auto['k_min']}, {k_auto['k_max']}] ({k_auto.get('seconds', 0)} s)")
-    clusterer = Clusterer(features, clustering)
+    clusterer = Clusterer(features, clustering, parts)
     with warnings.catch_warnings():  # identical clips (a collapsed code) are reported below, not warned about
         warnings.simplefilter("ignore", ConvergenceWarning)
         pred = clusterer.fit_predict(x, work_dir=out, log=log)

@@ -132,3 +132,27 @@ def test_farther_than_ranks_a_clip_s_distance_among_the_fitted_clips():
     assert far[0] == far[1] == 0.0 and far[2] == 1.0
     ranks = c.farther_than(x)
     assert abs(np.median(ranks) - 0.5) < 0.02  # the fitted clips themselves spread evenly over [0, 1]
+
+
+def test_a_code_of_two_parts_is_reduced_and_clustered_part_by_part(tmp_path):
+    from tasks.cluster import partitions
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 30)
+    a = rng.normal(0, 6, (4, 12))[truth] + rng.normal(0, 1, (120, 12))  # part 1: four groups
+    b = rng.normal(0, 1, (120, 12)) * 50  # part 2: loud noise, which one PCA over both parts would lead with
+    x = np.concatenate([a, b], 1)
+    features = FeatureSettings(standardize=False, pca=3, whiten=True)
+    spec = ClusteringSettings(method="consensus", k=4, consensus_runs=20)
+    c = Clusterer(features, spec, parts=2)
+    labels = c.fit_predict(x)
+    assert c.part_dims_.tolist() == [3, 3] and c.components_.shape == (6, 24)
+    assert not c.components_[:3, 12:].any() and not c.components_[3:, :12].any()  # each part's components from that part alone
+    np.testing.assert_allclose(np.abs(c.transform(x)[:, :3]), np.abs(Clusterer(features, spec).fit_transform(a)), rtol=1e-4, atol=1e-4)
+    assert scores(truth, labels)["nmi"] > 0.9  # part 1's runs find the groups
+    assert scores(truth, Clusterer(features, spec).fit_predict(x))["nmi"] < 0.3  # one PCA of both parts sees the loud noise
+    assert partitions(c.transform(x), 4, 5, rng, parts=[3, 3]).shape == (10, 120)  # 5 runs per part
+    with pytest.raises(ValueError, match="not 2 equal parts"):
+        Clusterer(features, spec, parts=2).fit_transform(x[:, :23])
+    c.save(tmp_path / "c.npz")
+    assert (Clusterer.load(tmp_path / "c.npz").predict(x) == c.predict(x)).all()  # assign goes through the same parts

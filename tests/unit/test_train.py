@@ -354,3 +354,39 @@ def test_power_mixing_adds_the_powers_of_the_two_clips():
     power = np.mean([augment(x, loud, 8, np.random.default_rng(s), mix="power").mean() for s in range(100)])
     added = np.mean([augment(x, loud, 8, np.random.default_rng(s), mix="add").mean() for s in range(100)])
     assert power > added + 1.0  # (about 3.8 against 2.1: half the views mix, masks blank some values)
+
+
+def test_pcen_is_librosas_and_lifts_an_onset_over_a_steady_band():
+    import librosa
+
+    from tasks.contrastive import pcen_images
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((2, 16, 96, 1)) * 0.3 + 0.4).astype(np.float32)
+    mine = pcen_images(x, 80.0)[..., 0]
+    ref = librosa.pcen(10 ** ((x[..., 0] * 80 - 80) / 20) * 2**31, sr=1, hop_length=1, time_constant=10, axis=-1)
+    assert np.abs(mine - ref).max() < 0.01  # the FIR truncation of librosa's IIR smoother
+    steady = np.full((1, 2, 96, 1), 0.8, np.float32)
+    steady[0, 1, 60:] = 0.95  # band 1 gets 12 dB louder at frame 60
+    p = pcen_images(steady, 80.0)[0, :, :, 0]
+    assert p[1, 62] > 1.8 * p[0, 62]  # the onset stands out against the steady band
+    assert p[1, 95] < 0.6 * p[1, 62] and abs(p[0, 95] - p[0, 50]) < 0.01  # then sinks back; the steady band stays level
+
+
+def test_two_input_normalizations_train_two_networks_whose_codes_lie_side_by_side(tmp_path):
+    from tasks.contrastive import train_contrastive
+
+    store = _store_of(tmp_path / "c", AudioSettings(n_mels=32, n_frames=32, block="image", channels=1))
+    train = TrainingSettings(epochs=2, batch_size=8, freq_shift="auto")
+    logs = []
+    summary = train_contrastive(store, str(tmp_path / "run"), (4, 8), train, logs.append, ("clip", "pcen"))
+    one = train_contrastive(store, str(tmp_path / "one"), (4, 8), train, lambda m: None, "clip")
+    assert summary["code_parts"] == 2 and summary["input_norm"] == ["clip", "pcen"] and one["code_parts"] == 1
+    assert [n["input_norm"] for n in summary["networks"]] == ["clip", "pcen"] and len(summary["candidates"]) == 2
+    assert any("one per further input normalization (pcen)" in m for m in logs)
+    blocks = BlockStream(Store.open(store), Store.open(store).ok(), shuffle=False).read_all()
+    both, alone = encode_blocks(load_encoder(summary["encoder"]), blocks), encode_blocks(load_encoder(one["encoder"]), blocks)
+    assert both.shape == (len(blocks), 32) and alone.shape == (len(blocks), 16)
+    np.testing.assert_allclose(both[:, :16], alone, rtol=1e-4, atol=1e-5)  # the first part is the single network's code
+    assert not np.allclose(both[:, 16:], alone, atol=1e-3)  # the second, PCEN's, is another look at the clips
+    assert not list((tmp_path / "run").glob("checkpoint*"))  # finished: no checkpoint left to resume
