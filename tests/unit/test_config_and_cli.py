@@ -32,6 +32,17 @@ def test_presets():
         load_config("default", training={"freq_warp": -0.1})
     with pytest.raises(ConfigError, match="audio.block 'image'"):
         load_config("default", audio={"block": 32})
+    assert (default.model.input_norm, default.training.batch_size) == (("clip", "pcen"), 32)
+    assert load_config("default", model={"input_norm": "clip"}).model.input_norm == ("clip",)  # one network, as before
+    assert default.model.code_size(64) == 256 and load_config("default", model={"input_norm": "clip"}).model.code_size(64) == 128
+    with pytest.raises(ConfigError, match="one block per clip"):  # codes side by side: one block per clip
+        load_config("default", training={"freq_warp": 0}, audio={"block": 32})
+    with pytest.raises(ConfigError, match="reads a dB spectrogram"):
+        load_config("default", audio={"channels": 3})
+    with pytest.raises(ConfigError, match="model.input_norm"):
+        load_config("fast", model={"input_norm": "pcen"})  # the autoencoder has no input normalization
+    with pytest.raises(ConfigError, match="a list of different ones"):
+        load_config("default", model={"input_norm": ["clip", "clip"]})
 
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):
