@@ -161,7 +161,7 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
         "channels": 1,
     },
     # clip: speaker, microphone and room drop out; a second network on PCEN (onsets over the background), the consensus over
-    # both codes: esc10 +0.065, timbre +0.035, events +0.023, fsdd +0.012 NMI (2 seeds; docs/research/pcen_and_batch.md)
+    # both codes: esc10 +0.07, timbre +0.035, events +0.023, fsdd +0.012 NMI (2-3 seeds; docs/research/pcen_and_batch.md)
     "model": {"objective": "contrastive", "input_norm": ["clip", "pcen"], "filters": [16, 32, 64]},
     # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently;
     # temperature 0.2: fsdd +0.06 NMI over 0.1 (3 seeds), the other kinds of audio within their seed spread;
