@@ -166,7 +166,7 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
     # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently;
     # temperature 0.2: fsdd +0.06 NMI over 0.1 (3 seeds), the other kinds of audio within their seed spread;
     # freq_warp 0.07: fsdd 0.584 -> 0.635 (3 seeds; the pick now keeps its unshifted network), the others within their spread (docs/research/head_and_shift.md)
-    # batch 32: fewer clips of a view's own class among its negatives; fsdd +0.03 NMI (3 seeds), the others within their spread
+    # batch 32: fewer clips of a view's own class among its negatives; fsdd +0.03 NMI (3 seeds), esc10 level, one events seed -0.1
     "training": {"crop": 0.8, "epochs": "auto", "batch_size": 32, "learning_rate": 1e-3, "freq_shift": "auto", "temperature": 0.2,
                  "freq_warp": 0.07},
     "features": {"block_pool": "concat", "standardize": True, "pca": "auto", "whiten": True},
