@@ -17,6 +17,7 @@ settings, code) matches; a truncated or foreign one is passed over with a log li
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -55,6 +56,28 @@ def step_data_class():
             raise NotImplementedError
 
     return StepData
+
+
+def fit_input(data):
+    """What ``Model.fit`` is given for the :class:`StepData` ``data``: itself, or on TensorFlow a tf.data
+    pipeline over it without tf.data's autotuner. Why: Keras's own pipeline for a PyDataset autotunes, and
+    when ``fit`` ends, deleting it joins the tuner's thread, which sleeps up to 60 s between its rounds
+    (TensorFlow 2.21): a long training then stood still for up to a minute after every ``fit``."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return data
+    import tensorflow as tf
+
+    def spec(a):
+        a = np.asarray(a)
+        return tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype))  # the last batch may be smaller
+
+    steps = range(data.num_batches) if data.num_batches is not None else itertools.count()
+    ds = tf.data.Dataset.from_generator(lambda: (data[i] for i in steps), output_signature=tf.nest.map_structure(spec, data[0]))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(2).with_options(options)  # two batches made ahead, while the network trains on one
 
 
 def _early_stopping_class():
@@ -174,7 +197,8 @@ def fit(model, data, epochs: int, checkpoint: Checkpoint, log: Callable[[str], N
 
     data.first_epoch = start
     if start < epochs:
-        model.fit(data, steps_per_epoch=data.steps, epochs=epochs, initial_epoch=start, validation_data=validation,
+        model.fit(fit_input(data), steps_per_epoch=data.steps, epochs=epochs, initial_epoch=start,
+                  validation_data=None if validation is None else fit_input(validation),
                   callbacks=[c for c in (es, EpochCheckpoint(), progress.keras_callback("train"), *callbacks) if c is not None],
                   shuffle=False,  # the data orders itself, by seed and epoch
                   verbose=0)
