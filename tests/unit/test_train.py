@@ -390,3 +390,33 @@ def test_two_input_normalizations_train_two_networks_whose_codes_lie_side_by_sid
     np.testing.assert_allclose(both[:, :16], alone, rtol=1e-4, atol=1e-5)  # the first part is the single network's code
     assert not np.allclose(both[:, 16:], alone, atol=1e-3)  # the second, PCEN's, is another look at the clips
     assert not list((tmp_path / "run").glob("checkpoint*"))  # finished: no checkpoint left to resume
+
+
+def test_fit_is_given_the_batches_in_step_order_without_tf_datas_autotuner():
+    """Keras's own pipeline for a PyDataset autotunes, and joining the tuner's thread stalled the end of a long fit
+    by up to 60 s; on TensorFlow fit gets a pipeline with the autotuner off, the same batches in the same order."""
+    import keras
+
+    from tasks.fit import fit_input, step_data_class
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the tf.data pipeline is TensorFlow's; other backends are given the PyDataset itself")
+
+    class Steps(step_data_class()):
+        steps = 3
+
+        def batch(self, epoch, step):
+            x = np.full((2 if step < 2 else 1, 4), 10 * epoch + step, np.float32)  # a smaller last batch
+            return x, x
+
+    class OnePass(Steps):
+        @property
+        def num_batches(self):
+            return self.steps
+
+    data = Steps()
+    data.first_epoch = 1  # a resumed fit
+    ds = fit_input(data)
+    assert ds.options().autotune.enabled is False
+    assert [float(x[0, 0]) for x, _ in ds.take(7)] == [10, 11, 12, 20, 21, 22, 30]
+    assert [len(x) for x, _ in fit_input(OnePass())] == [2, 2, 1]
