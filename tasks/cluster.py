@@ -36,6 +36,9 @@ class FeatureSettings(BaseModel):
     standardize: bool = False  # z-score each feature over the corpus
     pca: int | Literal["auto"] = 0  # > 0: project onto this many principal components; auto: see pca_components
     whiten: bool = False  # scale the components to unit variance
+    # several networks' codes side by side (model.input_norm lists several): standardized and reduced as one code,
+    # or each on its own with the consensus drawing its runs from each
+    networks: Literal["joint", "apart"] = "apart"
 
     def pca_components(self, clustering: "ClusteringSettings") -> int:
         """``pca`` as a number. ``"auto"``: for K-Means, about 1.6 components per cluster; for

@@ -10,7 +10,7 @@ Encoder (the model saved as ``encoder.keras``, block image in, clip code out)::
     block (H, W, C) -> input normalization: ``band`` = per-band standardization (corpus
                        statistics, a Normalization layer), or ``clip`` = each clip's per-band
                        mean over time removed (the spectral envelope of the recording: speaker,
-                       microphone, room), scaled by one corpus-wide constant, or ``pcen`` = PCEN
+                       microphone, room) but the share ``envelope`` of it, scaled by one corpus-wide constant, or ``pcen`` = PCEN
                        (each band's level over its own recent level: onsets over a steady
                        background), then as ``clip``
       -> 3 x [Conv 3x3 (no bias) -> BatchNorm -> ReLU -> MaxPool 2]   (filters, e.g. 16, 32, 64)
@@ -79,16 +79,16 @@ def pcen_images(x: np.ndarray, top_db: float, slice_: int = 512) -> np.ndarray:
     return np.concatenate([np.asarray(layer(x[i : i + slice_].astype(np.float32))) for i in range(0, len(x), slice_)])
 
 
-def normalize_inputs(x: np.ndarray, input_norm: str, top_db: float = 80.0) -> tuple[np.ndarray, dict]:
+def normalize_inputs(x: np.ndarray, input_norm: str, top_db: float = 80.0, envelope: float = 0.0) -> tuple[np.ndarray, dict]:
     """Standardized training images and the statistics the encoder's first layers need (``top_db``: the dB range of
-    the images, for ``pcen``)."""
+    the images, for ``pcen``; ``envelope``: the share of each clip's band means ``clip`` and ``pcen`` leave in)."""
     if input_norm == "pcen":
-        xs, stats = normalize_inputs(pcen_images(x, top_db), "clip")
+        xs, stats = normalize_inputs(pcen_images(x, top_db), "clip", envelope=envelope)
         return xs, {**stats, "pcen_top_db": float(top_db)}
     if input_norm == "clip":
-        c = x - x.mean(2, keepdims=True)
-        scale = float(c.std()) + 1e-6
-        return (c / scale).astype(np.float32), {"scale": scale}
+        means = x.mean(2, keepdims=True)
+        scale = float((x - means).std()) + 1e-6  # the scale of what varies in time, whatever envelope is left in
+        return ((x - (1.0 - envelope) * means) / scale).astype(np.float32), {"scale": scale, "envelope": float(envelope)}
     mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3)) + 1e-6
     return ((x - mean[None, :, None, None]) / np.sqrt(var)[None, :, None, None]).astype(np.float32), {"mean": mean, "variance": var}
 
@@ -107,7 +107,7 @@ def build_encoder(block_shape, networks: list[tuple[object, dict]]):
         if "pcen_top_db" in stats:
             x = pcen_class()(top_db=stats["pcen_top_db"], name=f"pcen{tag}")(x)
         if "scale" in stats:
-            x = clip_mean_removal_class()(name=f"clip_mean_removal{tag}")(x)
+            x = clip_mean_removal_class()(envelope=stats.get("envelope", 0.0), name=f"clip_mean_removal{tag}")(x)
             x = layers.Rescaling(1.0 / stats["scale"], name=f"clip_scale{tag}")(x)
         else:
             x = layers.Normalization(axis=1, mean=stats["mean"].tolist(), variance=stats["variance"].tolist(), name=f"band_norm{tag}")(x)
@@ -289,6 +289,7 @@ def train_contrastive(
     log: Callable[[str], None] = print,
     input_norm: str | tuple[str, ...] = "band",
     on_epoch_end: Callable[[int, float], None] | None = None,
+    envelope: float = 0.0,
 ) -> dict:
     """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``.
 
@@ -297,7 +298,7 @@ def train_contrastive(
     The state after every epoch is kept in ``run_dir/checkpoint*`` (:class:`tasks.fit.Checkpoint`,
     about 1 MB each): a retry, or the next run after a killed one, resumes from the last finished epoch
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
-    checkpoint is written.
+    checkpoint is written. ``envelope``: the share of each clip's band means a ``clip`` or ``pcen`` input keeps.
     """
     device = configure_keras(train.threads, train.seed)
     import keras
@@ -334,7 +335,7 @@ def train_contrastive(
         trunk = build_trunk(h, c, tuple(filters), name=f"trunk_{norm}")
         model = two_view_model(trunk, h, width, c)
         model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
-        checkpoint = Checkpoint(out / folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), norm, epochs, train, recipe))
+        checkpoint = Checkpoint(out / folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), norm, envelope, epochs, train, recipe))
 
         def epoch_end(epoch, logs):
             if epoch % 10 == 9 or epoch + 1 == epochs:
@@ -346,7 +347,7 @@ def train_contrastive(
         result = fit(model, views, epochs, checkpoint, log, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
         return {**recipe, "input_norm": norm, "trunk": trunk, "checkpoint": checkpoint, **result}
 
-    xs, stats = normalize_inputs(x, norms[0], top_db)
+    xs, stats = normalize_inputs(x, norms[0], top_db, envelope)
     candidates = [train_one(xs, recipe, norms[0], f"checkpoint-{i}" if several else "checkpoint", recipe_name(recipe) if several else "")
                   for i, recipe in enumerate(recipes)]
     if several:  # keep the network whose codes K-Means runs cluster most consistently
@@ -359,7 +360,7 @@ def train_contrastive(
     del xs
     networks, extra = [(kept["trunk"], stats)], []
     for norm in norms[1:]:  # the kept views, on another input normalization: a second look at the same clips
-        xs, more = normalize_inputs(x, norm, top_db)
+        xs, more = normalize_inputs(x, norm, top_db, envelope)
         extra.append(train_one(xs, {k: kept[k] for k in recipes[0]}, norm, f"checkpoint-{norm}", norm))
         networks.append((extra[-1]["trunk"], more))
         del xs
@@ -382,6 +383,7 @@ def train_contrastive(
         "blocks": n,
         "filters": list(filters),
         "input_norm": list(norms),
+        "envelope": envelope,
         "code_parts": len(norms),  # equal parts of the code, one per network (tasks.cluster clusters each on its own)
         "freq_shift": kept["freq_shift"],
         "mix": kept["mix"],

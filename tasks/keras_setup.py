@@ -66,10 +66,18 @@ def clip_mean_removal_class():
 
     @keras.saving.register_keras_serializable(package="audioclust")
     class ClipMeanRemoval(keras.layers.Layer):
-        """Subtract each image's mean over time, per band and channel (cepstral mean normalization)."""
+        """Subtract each image's mean over time, per band and channel (cepstral mean normalization), all but the
+        share ``envelope`` of it (``model.envelope``)."""
+
+        def __init__(self, envelope: float = 0.0, **kwargs):
+            super().__init__(**kwargs)
+            self.envelope = float(envelope)
 
         def call(self, x):
-            return x - ops.mean(x, axis=2, keepdims=True)
+            return x - (1.0 - self.envelope) * ops.mean(x, axis=2, keepdims=True)
+
+        def get_config(self):
+            return {**super().get_config(), "envelope": self.envelope}
 
     return ClipMeanRemoval
 

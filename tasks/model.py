@@ -36,6 +36,8 @@ class ModelSettings(BaseModel):
     # contrastive: per-band corpus z-score, each clip's band means removed, or PCEN then the band means removed;
     # several: one network per input normalization, their codes side by side (each part clustered on its own)
     input_norm: tuple[Literal["band", "clip", "pcen"], ...] = ("band",)
+    # clip and pcen: the share of each clip's band means (its spectral envelope) left in; 0 removes them all
+    envelope: float = 0.0
     filters: tuple[int, ...] = (32, 32, 16)  # encoder stages before the code stage
     code_channels: int = 1
     kernel: int = 3
@@ -50,6 +52,13 @@ class ModelSettings(BaseModel):
         v = (v,) if isinstance(v, str) else tuple(v)
         if not v or len(set(v)) != len(v):
             raise ValueError("input_norm is one of band, clip, pcen, or a list of different ones")
+        return v
+
+    @field_validator("envelope")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError(f"envelope is a share of each clip's band means, in [0, 1], got {v}")
         return v
 
     @field_validator("filters")

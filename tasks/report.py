@@ -55,7 +55,7 @@ def cluster_and_report(
     paths = store.read("path").astype(str)
     labels = store.read("label").astype(str)
     x = clip_feature_matrix(store, features, codes)
-    parts = code_parts(model_dir) if features.source == "network" else 1
+    parts = code_parts(model_dir) if features.source == "network" and features.networks == "apart" else 1
     clustering, k_auto = resolve_k(x, features, clustering, parts)  # from here on k is a number
     if k_auto:
         log(f"k = {clustering.k} chosen in [{k_auto['k_min']}, {k_auto['k_max']}] ({k_auto.get('seconds', 0)} s)")

@@ -130,7 +130,7 @@ def train_model(store_url: str, run_dir: str, model: ModelSettings, train: Train
     if model.objective == "contrastive":
         from tasks.contrastive import train_contrastive
 
-        return train_contrastive(store_url, run_dir, model.filters, train, log=log, input_norm=model.input_norm)
+        return train_contrastive(store_url, run_dir, model.filters, train, log=log, input_norm=model.input_norm, envelope=model.envelope)
     return train_autoencoder(store_url, run_dir, model, train, log=log)
 
 

@@ -90,8 +90,8 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     assert train["objective"] == "contrastive" and train["epochs"] == 20
     assert m["clustering"]["method"] == "consensus"
     assert train["input_norm"] == ["clip", "pcen"] and train["code_parts"] == 2
-    # two networks' GAP ++ GMP of 64 filters; pca "auto" = 4 k per code part for the consensus
-    assert m["cluster_dim"] == 32 and m["feature_dim"] == 256
+    # two networks' GAP ++ GMP of 64 filters, reduced as one code (features.networks "joint"): pca "auto" = 4 k for the consensus
+    assert m["cluster_dim"] == 16 and m["feature_dim"] == 256
     assert m["scores"]["all"]["nmi"] >= 0.7  # 20 epochs on 40 clips; chance is about 0.1
     again = run(audio, labels, tmp_path / "d", preset="default", epochs=20)  # auto values reused
     assert again["preprocess"]["processed_chunks"] == 0 and again["scores"] == m["scores"]

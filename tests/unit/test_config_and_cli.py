@@ -43,6 +43,11 @@ def test_presets():
         load_config("fast", model={"input_norm": "pcen"})  # the autoencoder has no input normalization
     with pytest.raises(ConfigError, match="a list of different ones"):
         load_config("default", model={"input_norm": ["clip", "clip"]})
+    assert default.model.envelope == 0.5 and load_config("seed").model.envelope == 0.0  # the report's input is untouched
+    with pytest.raises(ConfigError, match="model.envelope"):
+        load_config("default", model={"input_norm": "band"})  # per-band corpus z-scores keep every envelope whole
+    with pytest.raises(ConfigError, match=r"model.envelope.*in \[0, 1\]"):
+        load_config("default", model={"envelope": 1.5})
 
 
 def test_precedence_preset_file_env_cli(tmp_path, monkeypatch):

@@ -373,6 +373,24 @@ def test_pcen_is_librosas_and_lifts_an_onset_over_a_steady_band():
     assert p[1, 95] < 0.6 * p[1, 62] and abs(p[0, 95] - p[0, 50]) < 0.01  # then sinks back; the steady band stays level
 
 
+def test_the_envelope_setting_leaves_that_share_of_each_clips_band_means_in_training_and_in_the_saved_encoder(tmp_path):
+    from tasks.contrastive import build_encoder, build_trunk, normalize_inputs, pooled_codes
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((6, 16, 24, 1)) * 0.2 + np.linspace(0.2, 0.8, 16)[None, :, None, None]).astype(np.float32)  # a tilted envelope
+    means = x.mean(2, keepdims=True)
+    none, stats0 = normalize_inputs(x, "clip")
+    half, stats = normalize_inputs(x, "clip", envelope=0.5)
+    assert stats["scale"] == stats0["scale"] and np.abs(none.mean(2)).max() < 1e-5  # 0: cepstral mean normalization
+    np.testing.assert_allclose(half.mean(2, keepdims=True) * stats["scale"], 0.5 * means, atol=1e-5)  # half the envelope left
+    np.testing.assert_allclose(half - none, np.broadcast_to(0.5 * means / stats["scale"], x.shape), rtol=1e-5, atol=1e-4)  # what varies in time is untouched
+    trunk = build_trunk(16, 1, (4, 8))
+    build_encoder((16, 24, 1), [(trunk, stats)]).save(tmp_path / "encoder.keras")
+    saved = encode_blocks(load_encoder(str(tmp_path / "encoder.keras")), x)
+    np.testing.assert_allclose(saved, pooled_codes(trunk, half), rtol=1e-4, atol=1e-5)  # the encoder reads clips as training did
+    assert not np.allclose(saved, pooled_codes(trunk, none), atol=1e-3)
+
+
 def test_two_input_normalizations_train_two_networks_whose_codes_lie_side_by_side(tmp_path):
     from tasks.contrastive import train_contrastive
 
