@@ -165,7 +165,8 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
     # clip: speaker, microphone and room drop out; a second network on PCEN (onsets over the background), the consensus over
     # both codes: esc10 +0.07, timbre +0.035, events +0.023, fsdd +0.012 NMI (2-3 seeds; docs/research/pcen_and_batch.md)
     # envelope 0.5: half of each clip's band means left in, so sources differ by their colour as well as their rhythm:
-    # both networks' consensus on seed 0, esc10 +0.01, fsdd +0.05, timbre +0.04, events +0.06 (docs/research/envelope.md)
+    # with features.networks joint, esc10 0.713 -> 0.743, fsdd 0.681 -> 0.725, timbre 0.576 -> 0.693 NMI, events -0.03 (3 seeds;
+    # docs/research/envelope.md)
     "model": {"objective": "contrastive", "input_norm": ["clip", "pcen"], "envelope": 0.5, "filters": [16, 32, 64]},
     # freq_shift auto: a network with pitch-shifted views too, kept when its codes cluster more consistently;
     # temperature 0.2: fsdd +0.06 NMI over 0.1 (3 seeds), the other kinds of audio within their seed spread;
@@ -173,7 +174,8 @@ DEFAULT: dict[str, Any] = {  # our best: see docs/research/README.md and bench/q
     # batch 32: fewer clips of a view's own class among its negatives; fsdd +0.03 NMI (3 seeds), esc10 level, one events seed -0.1
     "training": {"crop": 0.8, "epochs": "auto", "batch_size": 32, "learning_rate": 1e-3, "freq_shift": "auto", "temperature": 0.2,
                  "freq_warp": 0.07},
-    # networks joint: with half the envelope in both, their codes reduced as one beat each reduced apart on esc10 and timbre
+    # networks joint: with half the envelope in both, their codes reduced as one beat each reduced apart on esc10 (+0.02) and
+    # timbre (+0.07), and lose 0.03 on fsdd and events (2-3 seeds)
     "features": {"block_pool": "concat", "standardize": True, "pca": "auto", "whiten": True, "networks": "joint"},
     "clustering": {"method": "consensus", "dec_batch_size": 256},  # consensus: esc10 0.614 -> 0.664, fsdd 0.386 -> 0.545 NMI over one K-Means
     "runtime": {"clips_per_chunk": 256},  # 1-4 MB chunks; fewer, larger tasks (docs/performance.md)
