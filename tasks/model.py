@@ -34,7 +34,7 @@ class ModelSettings(BaseModel):
 
     objective: Literal["autoencoder", "contrastive"] = "autoencoder"  # how the network learns its codes (contrastive: tasks.contrastive)
     # contrastive: per-band corpus z-score, each clip's band means removed, or PCEN then the band means removed;
-    # several: one network per input normalization, their codes side by side (each part clustered on its own)
+    # several: one network per input normalization, their codes side by side (clustered as one or apart: features.networks)
     input_norm: tuple[Literal["band", "clip", "pcen"], ...] = ("band",)
     # clip and pcen: the share of each clip's band means (its spectral envelope) left in; 0 removes them all
     envelope: float = 0.0

@@ -95,6 +95,8 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     assert m["scores"]["all"]["nmi"] >= 0.7  # 20 epochs on 40 clips; chance is about 0.1
     again = run(audio, labels, tmp_path / "d", preset="default", epochs=20)  # auto values reused
     assert again["preprocess"]["processed_chunks"] == 0 and again["scores"] == m["scores"]
+    apart = run(audio, labels, tmp_path / "d", preset="default", epochs=20, networks="apart")  # the same networks, from the cache
+    assert apart["timings"]["train_cached"] and apart["cluster_dim"] == 32  # each code part reduced to 4 k on its own
 
 
 
