@@ -384,7 +384,7 @@ def train_contrastive(
         "filters": list(filters),
         "input_norm": list(norms),
         "envelope": envelope,
-        "code_parts": len(norms),  # equal parts of the code, one per network (tasks.cluster clusters each on its own)
+        "code_parts": len(norms),  # equal parts of the code, one per network (clustered apart when features.networks says so)
         "freq_shift": kept["freq_shift"],
         "mix": kept["mix"],
         "freq_warp": kept["freq_warp"],
