@@ -27,7 +27,7 @@ from storage import Store, StoreError
 from storage.lock import store_lock
 from tasks import progress
 from tasks.caching import digest, file_digest, made_for, report_key, train_key
-from tasks.encode import encode_range_task
+from tasks.encode import encode_range_task, encoder_code_size
 from tasks.plots import plot_loss
 from tasks.preprocess import AudioWarmUp, preprocess_range_task
 from tasks.report import cluster_and_report_task, publish_artifacts, run_report
@@ -262,12 +262,10 @@ def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_fligh
 @flow(name="audioclust-encode", flow_run_name="encode")
 def encode_flow(store: str, encoder: str, config: Config) -> dict:
     """Re-encode every block of ``store`` with the encoder at path ``encoder``."""
-    from tasks.encode import load_encoder
 
-    code_size = int(np.prod(load_encoder(encoder).output_shape[1:]))
     t = time.perf_counter()
     with store_lock(store, _owner()):
-        blocks = encode_stage(store, encoder, code_size, config.runtime.max_in_flight)
+        blocks = encode_stage(store, encoder, encoder_code_size(encoder), config.runtime.max_in_flight)
     return {"blocks": blocks, "encode_s": time.perf_counter() - t}
 
 
@@ -296,8 +294,7 @@ def model_stages(store_url: str, out_dir: Path, config: Config, timings: dict, c
         timings["train_s"] = round(time.perf_counter() - t, 1)
 
         t = time.perf_counter()
-        code_size = config.model.code_size(Store.open(store_url).geometry.block)
-        encode_stage(store_url, trained["encoder"], code_size, config.runtime.max_in_flight, codes)
+        encode_stage(store_url, trained["encoder"], encoder_code_size(trained["encoder"]), config.runtime.max_in_flight, codes)
         timings["encode_s"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()

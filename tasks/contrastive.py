@@ -177,17 +177,18 @@ def warp_bands(view: np.ndarray, bands: np.ndarray, ratio: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
-AUTO_SHIFT = 4  # freq_shift "auto": the candidate whose views move by up to 4 of the 64 bands
+AUTO_SHIFT = 4  # freq_shift "auto" or "both": the candidate whose views move by up to 4 of the 64 bands
 
 
 def view_recipes(train) -> list[dict]:
-    """The view settings a training tries: the base (an ``"auto"`` setting at its plain value: no shift), then
-    per ``"auto"`` setting one candidate that differs from the base in that setting only (one more training
+    """The view settings a training tries: the base (an ``"auto"`` or ``"both"`` setting at its plain value: no shift),
+    then per such setting one candidate that differs from the base in that setting only (one more training
     per ``"auto"`` setting, not one per combination). The pitch-shift candidate's frequency change is the shift
     alone: with the warp on top its codes looked more consistent where they were worse (fsdd, esc10), and
     timbre and events did not gain (docs/research/head_and_shift.md)."""
-    base = {"freq_shift": 0 if train.freq_shift == "auto" else int(train.freq_shift), "mix": train.mix, "freq_warp": float(train.freq_warp)}
-    return [base] + ([{**base, "freq_shift": AUTO_SHIFT, "freq_warp": 0.0}] if train.freq_shift == "auto" else [])
+    two = train.freq_shift in ("auto", "both")
+    base = {"freq_shift": 0 if two else int(train.freq_shift), "mix": train.mix, "freq_warp": float(train.freq_warp)}
+    return [base] + ([{**base, "freq_shift": AUTO_SHIFT, "freq_warp": 0.0}] if two else [])
 
 
 def recipe_name(recipe: dict) -> str:
@@ -293,8 +294,9 @@ def train_contrastive(
 ) -> dict:
     """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``.
 
-    Several ``input_norm``: the view recipes are tried (and one kept) with the first; each further one
-    trains a network with the kept recipe, and the encoder puts the networks' codes side by side.
+    Several ``input_norm``: the view recipes are tried (and one kept, or all with ``freq_shift = "both"``) with
+    the first; each further one trains a network with the kept recipe, and the encoder puts the networks' codes
+    side by side.
     The state after every epoch is kept in ``run_dir/checkpoint*`` (:class:`tasks.fit.Checkpoint`,
     about 1 MB each): a retry, or the next run after a killed one, resumes from the last finished epoch
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
@@ -330,9 +332,9 @@ def train_contrastive(
         f"{', then one per further input normalization (' + ', '.join(norms[1:]) + ')' if len(norms) > 1 else ''}, on {device}")
     t0 = time.perf_counter()
 
-    def train_one(xs, recipe, norm, folder, label):
+    def train_one(xs, recipe, norm, folder, label, name=""):
         keras.utils.set_random_seed(train.seed)  # every network starts from the same weights: only the views differ
-        trunk = build_trunk(h, c, tuple(filters), name=f"trunk_{norm}")
+        trunk = build_trunk(h, c, tuple(filters), name=name or f"trunk_{norm}")
         model = two_view_model(trunk, h, width, c)
         model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), loss=nt_xent(float(train.temperature)))
         checkpoint = Checkpoint(out / folder, checkpoint_fingerprint(store_url, (n, h, t, c), tuple(filters), norm, envelope, epochs, train, recipe))
@@ -348,17 +350,19 @@ def train_contrastive(
         return {**recipe, "input_norm": norm, "trunk": trunk, "checkpoint": checkpoint, **result}
 
     xs, stats = normalize_inputs(x, norms[0], top_db, envelope)
-    candidates = [train_one(xs, recipe, norms[0], f"checkpoint-{i}" if several else "checkpoint", recipe_name(recipe) if several else "")
-                  for i, recipe in enumerate(recipes)]
+    candidates = [train_one(xs, recipe, norms[0], f"checkpoint-{i}" if several else "checkpoint", recipe_name(recipe) if several else "",
+                            f"trunk_{norms[0]}" + (f"_{i}" if i else "")) for i, recipe in enumerate(recipes)]
     if several:  # keep the network whose codes K-Means runs cluster most consistently
         for cand in candidates:
             cand["agreement"] = agreement_over_k(pooled_codes(cand["trunk"], xs), train.seed)
         log("view recipes: " + "; ".join(f"{recipe_name(cand)} -> consensus agreement {cand['agreement']:.3f}" for cand in candidates))
     kept = max(candidates, key=lambda cand: cand.get("agreement", 0.0))
+    every = train.freq_shift == "both"  # every candidate's network in the code; the pick then sets the further networks' views
     if several:
-        log(f"kept the network of {recipe_name(kept)}")
+        log("kept every view recipe's network, the codes side by side" if every else f"kept the network of {recipe_name(kept)}")
     del xs
-    networks, extra = [(kept["trunk"], stats)], []
+    first_networks = candidates if every else [kept]
+    networks, extra = [(cand["trunk"], stats) for cand in first_networks], []
     for norm in norms[1:]:  # the kept views, on another input normalization: a second look at the same clips
         xs, more = normalize_inputs(x, norm, top_db, envelope)
         extra.append(train_one(xs, {k: kept[k] for k in recipes[0]}, norm, f"checkpoint-{norm}", norm))
@@ -384,13 +388,14 @@ def train_contrastive(
         "filters": list(filters),
         "input_norm": list(norms),
         "envelope": envelope,
-        "code_parts": len(norms),  # equal parts of the code, one per network (clustered apart when features.networks says so)
+        "code_parts": len(networks),  # equal parts of the code, one per network (clustered apart when features.networks says so)
         "freq_shift": kept["freq_shift"],
         "mix": kept["mix"],
         "freq_warp": kept["freq_warp"],
         "candidates": [{k: cand[k] for k in ("freq_shift", "mix", "freq_warp", "agreement") if k in cand} | {"final_loss": cand["history"]["loss"][-1]}
                        for cand in candidates] if several else None,
-        "networks": [{"input_norm": net["input_norm"], "final_loss": net["history"]["loss"][-1]} for net in [kept, *extra]],
+        "networks": [{"input_norm": net["input_norm"], "freq_shift": net["freq_shift"], "final_loss": net["history"]["loss"][-1]}
+                     for net in [*first_networks, *extra]],
         "train": {**train.model_dump(mode="json"), "epochs": epochs},  # the epochs run, where the setting said "auto"
     }
     (out / "train.json").write_text(json.dumps(summary, indent=1))

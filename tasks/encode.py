@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from prefect import get_run_logger, task
 
 from storage import Store
@@ -21,6 +23,11 @@ def load_encoder(path: str):
         _ENCODERS.clear()
         _ENCODERS[key] = load_model(path, compile=False)
     return _ENCODERS[key]
+
+
+def encoder_code_size(path: str) -> int:
+    """Values per block in the codes of the encoder at ``path``."""
+    return int(np.prod(load_encoder(path).output_shape[1:]))
 
 
 def encode_blocks(encoder, blocks, batch_size: int = 256):

@@ -80,8 +80,9 @@ class ModelSettings(BaseModel):
         return side
 
     def code_size(self, block: int) -> int:
+        """Values in the autoencoder's code (a contrastive encoder's: :func:`tasks.encode.encoder_code_size`)."""
         if self.objective == "contrastive":
-            return 2 * self.filters[-1] * len(self.input_norm)  # global average ++ global max pooling, per network
+            raise ValueError("a contrastive code has one part per network trained: read its size from the saved encoder")
         return self.code_side(block) ** 2 * self.code_channels
 
 

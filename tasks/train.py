@@ -43,8 +43,9 @@ class TrainingSettings(BaseModel):
     temperature: float = 0.1  # contrastive objective: NT-Xent temperature
     crop: float = 0.6  # contrastive objective: fraction of frames per augmented view
     # contrastive objective: views moved by up to this many Mel bands (pitch invariance); "auto": one network
-    # without, one with, keeping the one whose codes cluster more consistently (tasks/contrastive.py)
-    freq_shift: int | Literal["auto"] = 0
+    # without, one with, keeping the one whose codes cluster more consistently; "both": keeping both, their codes
+    # side by side (tasks/contrastive.py)
+    freq_shift: int | Literal["auto", "both"] = 0
     # contrastive objective: how a view mixes in another clip: its log-Mel image added ("add"), or its power
     # added to the view's ("power", BYOL-A: esc10 +0.04 NMI, fsdd and events worse; docs/research/head_and_shift.md)
     mix: Literal["add", "power"] = "add"

@@ -23,7 +23,7 @@ def test_presets():
     assert load_config("default", k=10).clustering.consensus_runs == 100
     with pytest.raises(ConfigError, match="sub-spaces of principal components"):
         load_config("default", pca=0)
-    assert (default.training.temperature, default.training.freq_shift, default.training.mix, default.training.freq_warp) == (0.2, "auto", "add", 0.07)
+    assert (default.training.temperature, default.training.freq_shift, default.training.mix, default.training.freq_warp) == (0.2, "both", "add", 0.07)
     with pytest.raises(ConfigError, match="training.mix"):
         load_config("fast", training={"mix": "power"})  # the autoencoder has no views to mix
     with pytest.raises(ConfigError, match="training.freq_warp"):
@@ -34,7 +34,10 @@ def test_presets():
         load_config("default", audio={"block": 32})
     assert (default.model.input_norm, default.training.batch_size) == (("clip", "pcen"), 32)
     assert load_config("default", model={"input_norm": "clip"}).model.input_norm == ("clip",)  # one network, as before
-    assert default.model.code_size(64) == 256 and load_config("default", model={"input_norm": "clip"}).model.code_size(64) == 128
+    with pytest.raises(ValueError, match="from the saved encoder"):  # one part per network trained, which the settings do not fix
+        default.model.code_size(64)
+    with pytest.raises(ConfigError, match="training.freq_shift must be >= 0, 'auto' or 'both'"):
+        load_config("default", training={"freq_shift": -1})
     with pytest.raises(ConfigError, match="one block per clip"):  # codes side by side: one block per clip
         load_config("default", training={"freq_warp": 0}, audio={"block": 32})
     with pytest.raises(ConfigError, match="reads a dB spectrogram"):

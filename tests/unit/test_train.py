@@ -342,6 +342,25 @@ def test_freq_shift_auto_trains_a_network_per_recipe_and_keeps_the_most_consiste
     assert cands[1]["final_loss"] != pytest.approx(plain["final_loss"], rel=1e-3)  # the shifted views differ
 
 
+def test_freq_shift_both_keeps_every_candidates_network_and_puts_their_codes_side_by_side(tmp_path):
+    from tasks.contrastive import AUTO_SHIFT, train_contrastive
+
+    store = _store_of(tmp_path / "c", AudioSettings(n_mels=32, n_frames=32, block="image", channels=1))
+    logs = []
+    both = train_contrastive(store, str(tmp_path / "both"), (4, 8), TrainingSettings(epochs=2, batch_size=8, freq_shift="both"),
+                             logs.append, ("clip", "pcen"))
+    # both clip networks, then the PCEN one, trained with the views whose codes clustered more consistently
+    assert [(n["input_norm"], n["freq_shift"]) for n in both["networks"]] == [("clip", 0), ("clip", AUTO_SHIFT), ("pcen", both["freq_shift"])]
+    assert both["code_parts"] == 3 and any("kept every view recipe's network" in m for m in logs)
+    blocks = BlockStream(Store.open(store), Store.open(store).ok(), shuffle=False).read_all()
+    codes = encode_blocks(load_encoder(both["encoder"]), blocks)
+    assert codes.shape == (len(blocks), 48)
+    for shift, part in ((0, codes[:, :16]), (AUTO_SHIFT, codes[:, 16:32])):  # each part is that candidate's network alone
+        alone = train_contrastive(store, str(tmp_path / f"shift{shift}"), (4, 8), TrainingSettings(epochs=2, batch_size=8, freq_shift=shift),
+                                  lambda m: None, "clip")
+        np.testing.assert_allclose(part, encode_blocks(load_encoder(alone["encoder"]), blocks), rtol=1e-4, atol=1e-5)
+
+
 def test_power_mixing_adds_the_powers_of_the_two_clips():
     from tasks.contrastive import augment
 
