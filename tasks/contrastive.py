@@ -352,14 +352,15 @@ def train_contrastive(
     xs, stats = normalize_inputs(x, norms[0], top_db, envelope)
     candidates = [train_one(xs, recipe, norms[0], f"checkpoint-{i}" if several else "checkpoint", recipe_name(recipe) if several else "",
                             f"trunk_{norms[0]}" + (f"_{i}" if i else "")) for i, recipe in enumerate(recipes)]
-    if several:  # keep the network whose codes K-Means runs cluster most consistently
+    if several:  # the network whose codes K-Means runs cluster most consistently: kept, or (both) its views train the further networks
         for cand in candidates:
             cand["agreement"] = agreement_over_k(pooled_codes(cand["trunk"], xs), train.seed)
         log("view recipes: " + "; ".join(f"{recipe_name(cand)} -> consensus agreement {cand['agreement']:.3f}" for cand in candidates))
     kept = max(candidates, key=lambda cand: cand.get("agreement", 0.0))
     every = train.freq_shift == "both"  # every candidate's network in the code; the pick then sets the further networks' views
     if several:
-        log("kept every view recipe's network, the codes side by side" if every else f"kept the network of {recipe_name(kept)}")
+        log(("kept every view recipe's network, the codes side by side" + (f"; the further networks' views: {recipe_name(kept)}" if len(norms) > 1 else ""))
+            if every else f"kept the network of {recipe_name(kept)}")
     del xs
     first_networks = candidates if every else [kept]
     networks, extra = [(cand["trunk"], stats) for cand in first_networks], []

@@ -89,14 +89,16 @@ def test_default_preset_contrastive_with_auto_window(prefect_api, separated, tmp
     train = json.loads((tmp_path / "d" / "model" / "train.json").read_text())
     assert train["objective"] == "contrastive" and train["epochs"] == 20
     assert m["clustering"]["method"] == "consensus"
-    assert train["input_norm"] == ["clip", "pcen"] and train["code_parts"] == 2
-    # two networks' GAP ++ GMP of 64 filters, reduced as one code (features.networks "joint"): pca "auto" = 4 k for the consensus
-    assert m["cluster_dim"] == 16 and m["feature_dim"] == 256
+    # freq_shift "both": the clip networks of both view recipes, then the PCEN network, codes side by side
+    assert train["input_norm"] == ["clip", "pcen"] and train["code_parts"] == 3
+    assert [(n["input_norm"], n["freq_shift"]) for n in train["networks"]][:2] == [("clip", 0), ("clip", 4)]
+    # three networks' GAP ++ GMP of 64 filters, reduced as one code (features.networks "joint"): pca "auto" = 4 k for the consensus
+    assert m["cluster_dim"] == 16 and m["feature_dim"] == 384
     assert m["scores"]["all"]["nmi"] >= 0.7  # 20 epochs on 40 clips; chance is about 0.1
     again = run(audio, labels, tmp_path / "d", preset="default", epochs=20)  # auto values reused
     assert again["preprocess"]["processed_chunks"] == 0 and again["scores"] == m["scores"]
     apart = run(audio, labels, tmp_path / "d", preset="default", epochs=20, networks="apart")  # the same networks, from the cache
-    assert apart["timings"]["train_cached"] and apart["cluster_dim"] == 32  # each code part reduced to 4 k on its own
+    assert apart["timings"]["train_cached"] and apart["cluster_dim"] == 48  # each code part reduced to 4 k on its own
 
 
 
