@@ -28,7 +28,7 @@ outside weights.
 
 What a view may change depends on the kind of audio (a pitch shift keeps an instrument but moves a
 digit's formants), so ``"auto"`` view settings are decided from the corpus: one network per
-candidate of :func:`view_recipes`, keeping the one whose codes cluster most consistently.
+candidate of :func:`view_recipes`, keeping the one whose codes cluster most consistently (``"both"``: all).
 """
 
 from __future__ import annotations
@@ -181,11 +181,9 @@ AUTO_SHIFT = 4  # freq_shift "auto" or "both": the candidate whose views move by
 
 
 def view_recipes(train) -> list[dict]:
-    """The view settings a training tries: the base (an ``"auto"`` or ``"both"`` setting at its plain value: no shift),
-    then per such setting one candidate that differs from the base in that setting only (one more training
-    per ``"auto"`` setting, not one per combination). The pitch-shift candidate's frequency change is the shift
-    alone: with the warp on top its codes looked more consistent where they were worse (fsdd, esc10), and
-    timbre and events did not gain (docs/research/head_and_shift.md)."""
+    """The view settings a training tries: the base (no shift, where ``freq_shift`` is ``"auto"`` or ``"both"``), then
+    the pitch-shift candidate, whose frequency change is the shift alone: with the warp on top its codes looked more
+    consistent where they were worse (fsdd, esc10), and timbre and events did not gain (docs/research/head_and_shift.md)."""
     two = train.freq_shift in ("auto", "both")
     base = {"freq_shift": 0 if two else int(train.freq_shift), "mix": train.mix, "freq_warp": float(train.freq_warp)}
     return [base] + ([{**base, "freq_shift": AUTO_SHIFT, "freq_warp": 0.0}] if two else [])
@@ -294,9 +292,8 @@ def train_contrastive(
 ) -> dict:
     """Fit the encoder with NT-Xent; write ``encoder.keras``, ``history.json``, ``train.json``.
 
-    Several ``input_norm``: the view recipes are tried (and one kept, or all with ``freq_shift = "both"``) with
-    the first; each further one trains a network with the kept recipe, and the encoder puts the networks' codes
-    side by side.
+    Several ``input_norm``: the view recipes are tried with the first (one network kept, or all with ``"both"``);
+    each further one trains a network with the kept recipe; the encoder puts the networks' codes side by side.
     The state after every epoch is kept in ``run_dir/checkpoint*`` (:class:`tasks.fit.Checkpoint`,
     about 1 MB each): a retry, or the next run after a killed one, resumes from the last finished epoch
     when the data and settings are the same. ``on_epoch_end(epoch, loss)`` runs after the
@@ -316,7 +313,6 @@ def train_contrastive(
     top_db = float((store.attrs.get("audio") or {}).get("top_db", 80.0))
     epochs = auto_epochs(n) if train.epochs == "auto" else train.epochs
     width = crop_width(t, train.crop)
-    bs = min(train.batch_size, n)
     bands = None
     if train.freq_warp:
         if not store.attrs.get("audio"):
@@ -345,7 +341,7 @@ def train_contrastive(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs["loss"])
 
-        views = contrastive_views(xs, bs, width, train.seed, recipe, bands)
+        views = contrastive_views(xs, min(train.batch_size, n), width, train.seed, recipe, bands)
         result = fit(model, views, epochs, checkpoint, log, callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=epoch_end)])
         return {**recipe, "input_norm": norm, "trunk": trunk, "checkpoint": checkpoint, **result}
 
@@ -357,12 +353,11 @@ def train_contrastive(
             cand["agreement"] = agreement_over_k(pooled_codes(cand["trunk"], xs), train.seed)
         log("view recipes: " + "; ".join(f"{recipe_name(cand)} -> consensus agreement {cand['agreement']:.3f}" for cand in candidates))
     kept = max(candidates, key=lambda cand: cand.get("agreement", 0.0))
-    every = train.freq_shift == "both"  # every candidate's network in the code; the pick then sets the further networks' views
+    first_networks = candidates if train.freq_shift == "both" else [kept]  # both: every candidate's network in the code
     if several:
-        log(("kept every view recipe's network, the codes side by side" + (f"; the further networks' views: {recipe_name(kept)}" if len(norms) > 1 else ""))
-            if every else f"kept the network of {recipe_name(kept)}")
+        log(f"kept the network of {recipe_name(kept)}" if len(first_networks) == 1 else "kept every view recipe's network, the codes side by "
+            "side" + (f"; the further networks' views: {recipe_name(kept)}" if len(norms) > 1 else ""))
     del xs
-    first_networks = candidates if every else [kept]
     networks, extra = [(cand["trunk"], stats) for cand in first_networks], []
     for norm in norms[1:]:  # the kept views, on another input normalization: a second look at the same clips
         xs, more = normalize_inputs(x, norm, top_db, envelope)
