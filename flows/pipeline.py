@@ -262,7 +262,6 @@ def encode_stage(store_url: str, encoder_path: str, code_size: int, max_in_fligh
 @flow(name="audioclust-encode", flow_run_name="encode")
 def encode_flow(store: str, encoder: str, config: Config) -> dict:
     """Re-encode every block of ``store`` with the encoder at path ``encoder``."""
-
     t = time.perf_counter()
     with store_lock(store, _owner()):
         blocks = encode_stage(store, encoder, encoder_code_size(encoder), config.runtime.max_in_flight)
